@@ -1,0 +1,141 @@
+"""Parameter profiles of the chapters (quick / book / paper) and their validation.
+
+A chapter's ``parameters`` cell sets ``profile`` and leaves every other value at ``None``;
+``resolve`` fills each ``None`` from the profile, so ``papermill ... -p steps 5000`` overrides
+one value and ``-p profile quick`` switches the rest.  ``profile = None`` reads the
+environment variable ``LOCALRANK_PROFILE`` (the test suite sets ``quick``), else ``book``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .devices import DEVICE_CHOICES
+from .models import ACTIVATIONS
+from .train import OPTIMIZERS
+
+PROFILE_NAMES = ("quick", "book", "paper")
+
+# name -> (kind, lower, upper); bounds inclusive, None = unbounded.
+_SPECS: dict[str, tuple[str, Any, Any]] = {
+    "seed": ("int", 0, None),
+    "steps": ("int", 1, None),
+    "batch_size": ("int", 1, None),
+    "n_train": ("int", 1, 60_000),
+    "n_test": ("int", 1, 10_000),
+    "n_rank_points": ("int", 2, 10_000),
+    "n_checkpoints": ("int", 2, 1000),
+    "hidden_layers": ("int", 1, 50),
+    "width": ("int", 1, 100_000),
+    "dim_x": ("int", 1, 100_000),
+    "dim_y": ("int", 1, 100_000),
+    "lr": ("float", 0.0, None),
+    "weight_decay": ("nonneg", 0.0, None),
+    "epsilon": ("float", 0.0, None),
+    "max_correlation": ("float", 0.0, 1.0),
+    "epsilon_grid": ("floats", 0.0, None),
+    "compare_weight_decays": ("nonnegs", 0.0, None),
+    "optimizer": ("choice", OPTIMIZERS, None),
+    "activation": ("choice", tuple(ACTIVATIONS), None),
+    "device": ("choice", DEVICE_CHOICES, None),
+}
+
+# The settings the paper states (Adam, lr 1e-4, widths) plus, where it is silent, the first author's
+# public measurement code (AdamW with weight decay 0.01, batch 64, 1 000 training points, 128 LR points).
+_SYNTHETIC = dict(dim_x=100, dim_y=2, max_correlation=0.9, hidden_layers=3, width=200, activation="relu",
+                  n_train=1000, n_test=2000, batch_size=64, lr=1e-4, optimizer="adamw", weight_decay=0.01,
+                  epsilon=0.01, n_rank_points=128, seed=0, device="auto")
+_MNIST = dict(hidden_layers=4, width=200, activation="relu", n_train=1000, n_test=10_000, batch_size=64, lr=1e-4,
+              optimizer="adamw", weight_decay=0.01, epsilon=0.01, n_rank_points=128, seed=0, device="auto")
+_COMPARE = (0.0, 0.1, 1.0)
+
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "local_rank": {
+        "quick": dict(hidden_layers=4, width=200, n_train=1000, steps=300, lr=1e-3, n_rank_points=32, seed=0,
+                      device="auto", epsilon=0.01, epsilon_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)),
+        "book": dict(hidden_layers=4, width=200, n_train=1000, steps=3000, lr=1e-3, n_rank_points=128, seed=0,
+                     device="auto", epsilon=0.01, epsilon_grid=tuple(10.0 ** (k / 4) for k in range(-20, 5))),
+        "paper": dict(hidden_layers=4, width=200, n_train=1000, steps=30_000, lr=1e-4, n_rank_points=1000, seed=0,
+                      device="auto", epsilon=0.01, epsilon_grid=tuple(10.0 ** (k / 8) for k in range(-40, 9))),
+    },
+    "synthetic_gaussian": {
+        "quick": _SYNTHETIC | dict(steps=2000, n_checkpoints=12, n_rank_points=32, compare_weight_decays=(1.0,)),
+        "book": _SYNTHETIC | dict(steps=30_000, n_checkpoints=30, compare_weight_decays=_COMPARE),
+        "paper": _SYNTHETIC | dict(steps=1_000_000, n_checkpoints=50, compare_weight_decays=_COMPARE),
+    },
+    "mnist": {
+        "quick": _MNIST | dict(steps=1500, n_test=2000, n_checkpoints=12, n_rank_points=32,
+                               compare_weight_decays=(1.0,)),
+        "book": _MNIST | dict(steps=30_000, n_checkpoints=30, compare_weight_decays=_COMPARE),
+        "paper": _MNIST | dict(steps=1_000_000, n_checkpoints=50, compare_weight_decays=_COMPARE),
+    },
+}
+
+
+class Parameters(dict):
+    """Resolved parameters; values readable as attributes (``p.steps``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def table(self) -> str:
+        width = max(map(len, self))
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.items())
+
+
+def _validate(name: str, value: Any) -> Any:
+    kind, lo, hi = _SPECS[name]
+    fix = f"pass e.g. `-p {name} <value>` with a valid value, or leave it as None for the profile's value."
+    if kind == "choice":
+        if value not in lo and not (name == "device" and isinstance(value, str) and value.startswith("cuda:")):
+            raise ValueError(f"{name}={value!r} is not one of {lo}; {fix}")
+        return value
+    if kind in ("floats", "nonnegs"):
+        if isinstance(value, (int, float)) or not value:
+            raise ValueError(f"{name}={value!r} must be a non-empty list of numbers; {fix}")
+        return tuple(_validate_number(name, v, "float" if kind == "floats" else "nonneg", lo, hi, fix) for v in value)
+    return _validate_number(name, value, kind, lo, hi, fix)
+
+
+def _validate_number(name: str, value: Any, kind: str, lo: Any, hi: Any, fix: str) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} must be a number; {fix}")
+    if kind == "int":
+        if value != int(value):
+            raise ValueError(f"{name}={value!r} must be a whole number; {fix}")
+        value = int(value)
+        if value < lo or (hi is not None and value > hi):
+            raise ValueError(f"{name}={value!r} is out of range [{lo}, {hi if hi is not None else '∞'}]; {fix}")
+        return value
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be finite; {fix}")
+    if kind == "float" and not (value > lo and (hi is None or value < hi)):
+        raise ValueError(f"{name}={value!r} must lie in ({lo}, {hi if hi is not None else '∞'}); {fix}")
+    if kind == "nonneg" and value < lo:
+        raise ValueError(f"{name}={value!r} must be >= {lo}; {fix}")
+    return value
+
+
+def resolve(chapter: str, profile: str | None = None, **given: Any) -> Parameters:
+    """The chapter's parameters: the profile's values, overridden by every ``given`` value that is not None."""
+    if chapter not in PROFILES:
+        raise ValueError(f"unknown chapter {chapter!r}; known: {sorted(PROFILES)}.")
+    profile = profile or os.environ.get("LOCALRANK_PROFILE") or "book"
+    if profile not in PROFILE_NAMES:
+        raise ValueError(f"profile={profile!r} is unknown; use one of {PROFILE_NAMES} (e.g. `-p profile quick`).")
+    base: Mapping[str, Any] = PROFILES[chapter][profile]
+    unknown = sorted(set(given) - set(base))
+    if unknown:
+        raise ValueError(f"{chapter} has no parameter(s) {unknown}; its parameters are {sorted(base)}.")
+    out = Parameters(profile=profile)
+    for name, default in base.items():
+        value = given.get(name)
+        out[name] = _validate(name, default if value is None else value)
+    return out

@@ -29,6 +29,7 @@ __all__ = [
     "SHA256",
     "DataIntegrityError",
     "DatasetUnavailableError",
+    "data_root",
     "ensure_dataset",
     "load_split",
     "main",
@@ -70,6 +71,10 @@ _DEB_DATA_DIR = "usr/share/datasets/fashion-mnist"
 _DOWNLOAD_TIMEOUT_S = 10.0
 _TOOL_TIMEOUT_S = 600
 
+# The repository's data/ (the package is installed in editable mode), or $LOCALRANK_DATA; resolved per
+# call so that a chapter running in chapters/ and a test running at the top find the same files.
+_REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
 _apt_updated = False  # run `apt-get update` at most once per process
 
 
@@ -88,8 +93,15 @@ def _check_name(name: str) -> None:
         )
 
 
-def _raw_dir(name: str, root: str | Path) -> Path:
-    return Path(root) / _FOLDERS[name] / "raw"
+def data_root(root: str | Path | None = None) -> Path:
+    """``root`` if given, else ``$LOCALRANK_DATA``, else the repository's ``data/`` folder."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("LOCALRANK_DATA") or _REPO_DATA)
+
+
+def _raw_dir(name: str, root: str | Path | None) -> Path:
+    return data_root(root) / _FOLDERS[name] / "raw"
 
 
 def _sha256_file(path: Path) -> str:
@@ -268,7 +280,7 @@ def _manual_help(name: str, raw: Path) -> str:
 
 
 def ensure_dataset(
-    name: str, root: str | Path = "data", *, try_torchvision: bool = True
+    name: str, root: str | Path | None = None, *, try_torchvision: bool = True
 ) -> Path:
     """Make sure the 4 verified raw IDX files of ``name`` are under ``root``.
 
@@ -321,7 +333,7 @@ def load_split(
     name: str,
     split: str = "train",
     *,
-    root: str | Path = "data",
+    root: str | Path | None = None,
     n: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
@@ -349,7 +361,7 @@ def load_split(
     from torchvision import datasets
 
     cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
-    ds = cls(str(root), train=split == "train", download=False)
+    ds = cls(str(data_root(root)), train=split == "train", download=False)
     images, labels = ds.data, ds.targets
     if n is not None:
         gen = torch.Generator().manual_seed(seed)
@@ -368,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m localrank_utils.data",
         description="Fetch and verify MNIST / Fashion-MNIST raw IDX files.",
     )
-    parser.add_argument("--root", default="data", help="data root (default: data)")
+    parser.add_argument("--root", default=None, help="data root (default: $LOCALRANK_DATA, else the repository's data/)")
     parser.add_argument(
         "names", nargs="*", metavar="NAME", help=f"any of {', '.join(DATASET_NAMES)}"
     )

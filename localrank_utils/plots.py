@@ -47,7 +47,7 @@ def plot_rank_history(history: History, eps: float | None = None, *, title: str 
 def plot_rank_vs_epsilon(ranks: Mapping[str, LocalRank], layer_names: Sequence[str], *, title: str = "",
                          mark: float | None = None) -> Figure:
     """LR_l^ε against ε for every layer, one line style per network state (e.g. initial, trained)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(layer_names)))
     for style, (label, r) in zip(("--", "-", ":", "-."), ranks.items()):
         eps = np.asarray(r.epsilons)
@@ -61,7 +61,7 @@ def plot_rank_vs_epsilon(ranks: Mapping[str, LocalRank], layer_names: Sequence[s
     ax.set_xlabel("relative threshold ε (σ > ε·σ_max)" if relative else "threshold ε")
     ax.set_ylabel("local rank LR$^\\epsilon_l$")
     ax.set_title(title)
-    ax.legend(ncol=2, fontsize="small")
+    ax.legend(ncol=1, fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -94,6 +94,24 @@ def plot_rank_comparison(histories: Mapping[str, History], layer: int, eps: floa
     name = next(iter(histories.values())).layer_names[layer]
     ax.set_ylabel(f"local rank of {name}")
     ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_drops(histories: Mapping[str, History], eps: float | None = None, *, title: str = "") -> Figure:
+    """Per layer, how far each run's final LR lies below its peak (1 - final / peak), one bar per run."""
+    names = next(iter(histories.values())).layer_names
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(histories)
+    x = np.arange(len(names))
+    for k, (label, h) in enumerate(histories.items()):
+        drop = [100 * (1 - r["final_over_peak"]) for r in h.rank_summary(eps)]
+        ax.bar(x + (k - (len(histories) - 1) / 2) * width, drop, width, label=label)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("drop of LR from its peak (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title or "how far each layer's local rank ends below its peak")
     ax.legend()
     fig.tight_layout()
     return fig

@@ -15,9 +15,10 @@ import numpy as np
 RESULTS_DIR = Path(os.environ.get("LOCALRANK_RESULTS", Path(__file__).resolve().parent.parent / "results"))
 
 
-def results_path(chapter: str, name: str) -> Path:
-    """Where a chapter keeps a run: ``results/<chapter>/<name>.json`` (``$LOCALRANK_RESULTS`` moves it)."""
-    return RESULTS_DIR / chapter / f"{name}.json"
+def results_path(chapter: str, profile: str, name: str) -> Path:
+    """Where a chapter keeps a run: ``results/<chapter>/<profile>/<name>.json`` (``$LOCALRANK_RESULTS``
+    moves the folder); the profile level keeps the test suite's quick runs apart from the book's."""
+    return RESULTS_DIR / chapter / profile / f"{name.replace(' ', '_')}.json"
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -12,7 +12,6 @@ import torch
 
 from localrank_utils import data
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # From /work/shared/reference/datasets.md (pixels scaled to [0, 1]).
 STATS = {
@@ -28,7 +27,7 @@ SMALL = "t10k-labels-idx1-ubyte"  # ~10 kB, cheap to copy and corrupt
 
 @pytest.fixture(scope="session")
 def root() -> Path:
-    r = Path(os.environ.get("LOCALRANK_DATA", REPO_ROOT / "data"))
+    r = data.data_root()
     for name in data.DATASET_NAMES:
         data.ensure_dataset(name, r)
     return r

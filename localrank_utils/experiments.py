@@ -22,6 +22,9 @@ from .results import History
 from .train import Split, train
 
 
+N_CLASSES = 10  # MNIST and Fashion-MNIST alike
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     """One training run of Fig. 1: an MLP on MNIST/Fashion-MNIST or on synthetic Gaussian data."""
@@ -93,7 +96,7 @@ def cpu_threads(n: int) -> Iterator[None]:
 def train_experiment(spec: ExperimentSpec, *, progress: bool = True) -> tuple[MLP, History]:
     """Train the spec's model on its data; return the trained model and its history."""
     train_split, test_split, rank_inputs, loss = load_experiment_data(spec)
-    n_out = train_split.y.shape[1] if loss == "mse" else 10
+    n_out = train_split.y.shape[1] if loss == "mse" else N_CLASSES
     model = build_model(spec, train_split.x.shape[1], n_out)
     with cpu_threads(1):
         history = train(model, train_split, test_split, rank_inputs=rank_inputs, steps=spec.steps,

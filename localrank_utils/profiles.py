@@ -53,6 +53,7 @@ _MNIST = dict(hidden_layers=4, width=200, activation="relu", n_train=1000, n_tes
 _COMPARE = (0.0, 0.1, 1.0)
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "index": {name: dict(device="auto") for name in PROFILE_NAMES},
     "local_rank": {
         "quick": dict(hidden_layers=4, width=200, n_train=1000, steps=300, lr=1e-3, n_rank_points=32, seed=0,
                       device="auto", epsilon=0.01, epsilon_grid=(1e-4, 1e-3, 1e-2, 1e-1, 1.0)),

@@ -116,14 +116,13 @@ def train(
     model.to(dev)
     train_split, test_split, rank_inputs = train_split.to(dev), test_split.to(dev), rank_inputs.to(dev)
     opt = make_optimizer(optimizer, model.parameters(), lr, weight_decay)
-    n_layers = len(local_rank(model, rank_inputs[:2], eps).mean)
     history = History(
         config=dict(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                     loss=loss if isinstance(loss, str) else getattr(loss, "__name__", "custom"), seed=seed,
                     n_train=train_split.x.shape[0], n_test=test_split.x.shape[0], n_rank_points=rank_inputs.shape[0],
                     device=str(dev)),
         epsilons=eps,
-        layer_names=[f"p{l + 1}" for l in range(n_layers)],
+        layer_names=[],
     )
     n = train_split.x.shape[0]
     order = torch.randperm(n, generator=generator).to(dev)
@@ -153,6 +152,7 @@ def train(
                 row |= {"train_acc": train_acc, "test_acc": test_acc}
             if on_checkpoint is not None:
                 row |= on_checkpoint(model)
+            history.layer_names = [f"p{l + 1}" for l in range(ranks.mean.shape[0])]
             history.steps.append(step)
             for key, value in row.items():
                 history.metrics.setdefault(key, []).append(float(value))

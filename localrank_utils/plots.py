@@ -24,14 +24,14 @@ def plot_rank_history(history: History, eps: float | None = None, *, title: str 
     """Fig. 1 style: LR_l^ε per layer against training step (log axis), the metrics below."""
     steps = np.asarray(history.steps)
     lr, sem = history.lr(eps), history.lr_sem(eps)
-    fig, (ax_rank, ax_metric) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
+    fig, (ax_rank, ax_metric) = plt.subplots(2, 1, figsize=(8.5, 6), sharex=True, height_ratios=(2, 1))
     colors = plt.cm.viridis(np.linspace(0, 0.9, lr.shape[1]))
     for l, name in enumerate(history.layer_names):
         ax_rank.plot(steps, lr[:, l], color=colors[l], label=name)
         ax_rank.fill_between(steps, lr[:, l] - sem[:, l], lr[:, l] + sem[:, l], color=colors[l], alpha=0.2)
     eps_used = history.epsilons[0] if eps is None else eps
     ax_rank.set_ylabel(f"local rank LR$^\\epsilon_l$ (ε = {eps_used:g})")
-    ax_rank.legend(ncol=min(5, lr.shape[1]), title="layer")
+    ax_rank.legend(title="layer", bbox_to_anchor=(1.01, 1), loc="upper left")
     ax_rank.set_title(title)
     for key in metrics:
         ax_metric.plot(steps, history.metrics[key], label=_METRIC_LABELS.get(key, key))
@@ -39,7 +39,7 @@ def plot_rank_history(history: History, eps: float | None = None, *, title: str 
         ax_metric.set_yscale("log")
     ax_metric.set_xscale("log")
     ax_metric.set_xlabel("training step")
-    ax_metric.legend()
+    ax_metric.legend(bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
 

@@ -77,7 +77,15 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 class Parameters(dict):
-    """Resolved parameters; values readable as attributes (``p.steps``)."""
+    """Resolved parameters; values readable as attributes (``p.steps``); ``given`` names those set
+    explicitly rather than taken from the profile."""
+
+    given: frozenset[str] = frozenset()
+
+    def differs_from_profile(self, ignoring: tuple[str, ...] = ()) -> list[str]:
+        """The explicitly set parameters other than ``ignoring``: a chapter's checks are calibrated
+        on its profiles and say so when a run leaves them."""
+        return sorted(self.given - set(ignoring))
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -139,4 +147,5 @@ def resolve(chapter: str, profile: str | None = None, **given: Any) -> Parameter
     for name, default in base.items():
         value = given.get(name)
         out[name] = _validate(name, default if value is None else value)
+    out.given = frozenset(name for name, value in given.items() if value is not None)
     return out

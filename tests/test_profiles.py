@@ -14,6 +14,8 @@ def test_profiles_resolve_and_explicit_values_override(monkeypatch):
     p = resolve("mnist", steps=123)
     assert p.profile == "quick" and p.steps == 123 and p.n_rank_points == PROFILES["mnist"]["quick"]["n_rank_points"]
     assert resolve("mnist", "paper").steps == 1_000_000
+    assert p.differs_from_profile() == ["steps"] and p.differs_from_profile(ignoring=("steps",)) == []
+    assert resolve("mnist", "quick", device=None).given == frozenset()
 
 
 def test_every_profile_of_every_chapter_is_valid():

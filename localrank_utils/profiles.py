@@ -95,7 +95,15 @@ class Parameters(dict):
 
     def table(self) -> str:
         width = max(map(len, self))
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in self.items())
+        return "\n".join(f"{k:<{width}}  {_show(v)}" for k, v in self.items())
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple) and len(value) > 6:
+        return f"{len(value)} values from {value[0]:.3g} to {value[-1]:.3g}"
+    if isinstance(value, tuple):
+        return ", ".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _validate(name: str, value: Any) -> Any:

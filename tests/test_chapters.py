@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import time
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
+
+from localrank_utils.profiles import PROFILES
 
 CHAPTERS = sorted((Path(__file__).resolve().parent.parent / "chapters").glob("*.ipynb"))
 
@@ -31,3 +34,17 @@ def test_invalid_parameter_stops_the_chapter_in_its_first_cells(path, tmp_path):
     assert "device='tpu' is not one of" in str(err.value)
     assert err.value.exec_count <= 3, "the bad value was caught only after work had started"
     assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_listed_parameter_is_one_the_chapter_resolves(path):
+    """`papermill -p NAME VALUE` works for exactly the names in the parameters cell."""
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    listed = {t.targets[0].id for t in ast.parse(cell.source).body if isinstance(t, ast.Assign)}
+    chapter = path.stem
+    assert listed == {"profile", *PROFILES[chapter]["book"]}
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    call = source[source.index(f'resolve("{chapter}"'):]
+    call = call[: call.index(")")]
+    assert all(f"{name}={name}" in call for name in listed - {"profile"}), "a listed parameter is not passed on"

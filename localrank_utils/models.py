@@ -48,10 +48,6 @@ class MLP(nn.Module):
             raise ValueError(f"hidden_layers={hidden_layers!r} must be >= 0 and width={width!r} >= 1.")
         return cls((n_in, *([width] * hidden_layers), n_out), **kwargs)
 
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        return [layer.weight for layer in self.layers]
-
     def preactivations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[p_1(x), ..., p_L(x)] for a batch ``x`` of shape (B, n_0)."""
         if x.ndim != 2 or x.shape[1] != self.widths[0]:

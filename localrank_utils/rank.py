@@ -37,13 +37,6 @@ class LocalRank:
     sem: np.ndarray  # (layers, len(epsilons))
     n_samples: int
 
-    def at(self, eps: float) -> np.ndarray:
-        """LR per layer at one of the computed ε."""
-        for j, e in enumerate(self.epsilons):
-            if math.isclose(e, eps, rel_tol=1e-12):
-                return self.mean[:, j]
-        raise ValueError(f"ε={eps!r} was not computed; available: {self.epsilons}.")
-
 
 def _check_epsilons(epsilons: float | Sequence[float], relative: bool) -> tuple[float, ...]:
     eps = (float(epsilons),) if isinstance(epsilons, (int, float)) else tuple(float(e) for e in epsilons)

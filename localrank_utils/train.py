@@ -151,7 +151,8 @@ def train(
             if classification:
                 row |= {"train_acc": train_acc, "test_acc": test_acc}
             if on_checkpoint is not None:
-                row |= on_checkpoint(model)
+                with torch.no_grad():
+                    row |= on_checkpoint(model)
             history.layer_names = [f"p{l + 1}" for l in range(ranks.mean.shape[0])]
             history.steps.append(step)
             for key, value in row.items():

@@ -47,6 +47,11 @@ def test_history_records_every_checkpoint_layer_and_epsilon():
         h.lr(0.5)
 
 
+def test_checkpoint_hook_adds_its_metrics():
+    h = run(on_checkpoint=lambda model: {"weight_norm": float(model.layers[0].weight.norm())})
+    assert len(h.metrics["weight_norm"]) == len(h.steps) and h.metrics["weight_norm"][0] > 0
+
+
 def test_history_round_trips_through_an_atomic_json_file(tmp_path):
     h = run()
     path = h.save(tmp_path / "sub" / "run.json")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import multiprocessing
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
-import multiprocessing
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -49,9 +50,6 @@ class ExperimentSpec:
     dim_y: int = 2  # gaussian only
     max_correlation: float = 0.9  # gaussian only
     label: str = ""
-
-    def with_(self, **changes) -> "ExperimentSpec":
-        return replace(self, **changes)
 
     def gaussian(self) -> JointGaussian:
         return JointGaussian.random_cross_covariance(self.dim_x, self.dim_y, seed=self.seed,
@@ -112,10 +110,6 @@ def run_experiment(spec: ExperimentSpec, *, progress: bool = True) -> History:
     return train_experiment(spec, progress=progress)[1]
 
 
-def _run_quietly(spec: ExperimentSpec) -> History:
-    return run_experiment(spec, progress=False)
-
-
 def run_experiments(specs: Sequence[ExperimentSpec], *, workers: int | None = None) -> list[History]:
     """Run every spec; on CPU, up to ``workers`` (default: the core count) at a time in
     separate processes, each single-threaded, which is what a small MLP can use.  A bar counts runs."""
@@ -128,7 +122,7 @@ def run_experiments(specs: Sequence[ExperimentSpec], *, workers: int | None = No
     results: list[History | None] = [None] * len(specs)
     # spawn: a forked child would inherit the parent's torch thread pools and can deadlock.
     with ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_quietly, s): i for i, s in enumerate(specs)}
+        futures = {pool.submit(functools.partial(run_experiment, progress=False), s): i for i, s in enumerate(specs)}
         for future in tqdm(as_completed(futures), total=len(specs), desc=f"runs ({workers} in parallel)"):
             results[futures[future]] = future.result()
     return results  # type: ignore[return-value]
@@ -141,7 +135,7 @@ def fig1_specs(params: Mapping[str, Any], dataset: str) -> list[ExperimentSpec]:
     eps = params["epsilon"]
     main = ExperimentSpec(dataset=dataset, epsilons=(eps, eps / 10, eps * 10),
                           **{k: v for k, v in params.items() if k in fields and k != "epsilons"})
-    main = main.with_(label=f"weight decay {main.weight_decay:g}")
-    others = [main.with_(weight_decay=wd, label=f"weight decay {wd:g}")
+    main = replace(main, label=f"weight decay {main.weight_decay:g}")
+    others = [replace(main, weight_decay=wd, label=f"weight decay {wd:g}")
               for wd in params["compare_weight_decays"] if wd != main.weight_decay]
     return [main, *others]

@@ -106,7 +106,7 @@ def plot_drops(histories: Mapping[str, History], eps: float | None = None, *, ti
     width = 0.8 / len(histories)
     x = np.arange(len(names))
     for k, (label, h) in enumerate(histories.items()):
-        drop = [100 * (1 - r["final_over_peak"]) for r in h.rank_summary(eps)]
+        drop = [100 * r["drop"] for r in h.rank_summary(eps)]
         ax.bar(x + (k - (len(histories) - 1) / 2) * width, drop, width, label=label)
     ax.set_xticks(x, names)
     ax.set_ylabel("drop of LR from its peak (%)")

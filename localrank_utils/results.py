@@ -67,14 +67,15 @@ class History:
         raise ValueError(f"ε={eps!r} was not recorded in this run; recorded: {self.epsilons}.")
 
     def rank_summary(self, eps: float | None = None) -> list[dict[str, float]]:
-        """Per layer: peak LR, the step of the peak, final LR and final / peak."""
+        """Per layer: peak LR, the step of the peak, final LR, final / peak and the drop 1 - final / peak."""
         lr = self.lr(eps)
         rows = []
         for l, name in enumerate(self.layer_names):
             peak_i = int(np.argmax(lr[:, l]))
             peak, final = float(lr[peak_i, l]), float(lr[-1, l])
+            ratio = final / peak if peak > 0 else float("nan")
             rows.append({"layer": name, "peak": peak, "peak_step": self.steps[peak_i], "final": final,
-                         "final_over_peak": final / peak if peak > 0 else float("nan")})
+                         "final_over_peak": ratio, "drop": 1.0 - ratio})
         return rows
 
     def drop_report(self, eps: float | None = None, min_drop: float = 0.05) -> tuple[dict[str, bool], str]:
@@ -82,7 +83,7 @@ class History:
         before the last checkpoint, and the same in words."""
         verdicts, lines = {}, []
         for row in self.rank_summary(eps):
-            drop = 1.0 - row["final_over_peak"]
+            drop = row["drop"]
             verdicts[row["layer"]] = bool(drop >= min_drop and row["peak_step"] < self.steps[-1])
             lines.append(f"{row['layer']}: peak {row['peak']:.1f} at step {row['peak_step']}, final {row['final']:.1f} "
                          f"({-100 * drop:+.0f} %) -> {'drop' if verdicts[row['layer']] else 'no drop'}")

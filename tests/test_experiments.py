@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from localrank_utils.experiments import ExperimentSpec, fig1_specs, run_experiment, run_experiments
@@ -12,7 +14,7 @@ def tiny(**changes) -> ExperimentSpec:
     base = ExperimentSpec(dataset="gaussian", steps=40, hidden_layers=2, width=16, dim_x=6, dim_y=2, n_train=64,
                           n_test=64, n_rank_points=8, batch_size=16, lr=1e-3, n_checkpoints=4,
                           epsilons=(0.01,), device="cpu", label="tiny")
-    return base.with_(**changes)
+    return replace(base, **changes)
 
 
 def test_worker_processes_reproduce_the_in_process_numbers():

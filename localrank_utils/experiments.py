@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from tqdm.auto import tqdm
@@ -24,6 +23,8 @@ from .train import Split, train
 
 
 N_CLASSES = 10  # MNIST and Fashion-MNIST alike
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -110,22 +111,35 @@ def run_experiment(spec: ExperimentSpec, *, progress: bool = True) -> History:
     return train_experiment(spec, progress=progress)[1]
 
 
-def run_experiments(specs: Sequence[ExperimentSpec], *, workers: int | None = None) -> list[History]:
-    """Run every spec; on CPU, up to ``workers`` (default: the core count) at a time in
-    separate processes, each single-threaded, which is what a small MLP can use.  A bar counts runs."""
-    if not specs:
+def parallel_map(fn: Callable[[T], R], items: Sequence[T], *, on_cpu: bool = True, workers: int | None = None,
+                 desc: str = "runs") -> list[R]:
+    """``[fn(item) for item in items]``; on CPU, up to ``workers`` (default: the core count) at a time in
+    spawned processes, each single-threaded, which is what a small model can use.  A bar counts items.
+    ``fn`` must be a module-level function (it is pickled); results come back in the order of ``items``."""
+    if not items:
         return []
-    on_cpu = all(resolve_device(s.device).type == "cpu" for s in specs)
     workers = workers or (os.cpu_count() or 1)
-    if not on_cpu or workers == 1 or len(specs) == 1:
-        return [run_experiment(s) for s in tqdm(specs, desc="runs", disable=len(specs) == 1)]
-    results: list[History | None] = [None] * len(specs)
+    if not on_cpu or workers == 1 or len(items) == 1:
+        return [fn(item) for item in tqdm(items, desc=desc, disable=len(items) == 1)]
+    results: list[Any] = [None] * len(items)
     # spawn: a forked child would inherit the parent's torch thread pools and can deadlock.
-    with ProcessPoolExecutor(max_workers=min(workers, len(specs)), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(functools.partial(run_experiment, progress=False), s): i for i, s in enumerate(specs)}
-        for future in tqdm(as_completed(futures), total=len(specs), desc=f"runs ({workers} in parallel)"):
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+        for future in tqdm(as_completed(futures), total=len(items), desc=f"{desc} ({min(workers, len(items))} in parallel)"):
             results[futures[future]] = future.result()
-    return results  # type: ignore[return-value]
+    return results
+
+
+def _run_quietly(spec: ExperimentSpec) -> History:
+    return run_experiment(spec, progress=False)
+
+
+def run_experiments(specs: Sequence[ExperimentSpec], *, workers: int | None = None) -> list[History]:
+    """Every spec's history; CPU runs train side by side (see :func:`parallel_map`)."""
+    on_cpu = all(resolve_device(s.device).type == "cpu" for s in specs)
+    if not on_cpu or len(specs) == 1:
+        return [run_experiment(s) for s in specs]
+    return parallel_map(_run_quietly, specs, on_cpu=on_cpu, workers=workers)
 
 
 def fig1_specs(params: Mapping[str, Any], dataset: str) -> list[ExperimentSpec]:

@@ -157,3 +157,22 @@ def resolve(chapter: str, profile: str | None = None, **given: Any) -> Parameter
         out[name] = _validate(name, default if value is None else value)
     out.given = frozenset(name for name, value in given.items() if value is not None)
     return out
+
+# Gaussian IB (Thm 4, App. B) and deep VIB on its data (Fig. 2).  β is Chechik's (it multiplies I(T;Y));
+# VIB's β_VIB = 1/β.  App. B's critical values are β = 4 and 100, so the sweeps span 1.5 to 1 500.
+_SPECS.update({
+    "n_betas": ("int", 2, 10_000),
+    "beta_min": ("float", 0.0, None),
+    "beta_max": ("float", 0.0, None),
+    # Draws from a known Gaussian (not a finite data set, unlike n_train / n_test): millions cost nothing here.
+    "n_train_draws": ("int", 10, 100_000_000),
+    "n_test_draws": ("int", 10, 100_000_000),
+})
+PROFILES["gaussian_ib"] = {name: dict(beta_min=1.01, beta_max=1e4, n_betas=400, device="auto") for name in PROFILE_NAMES}
+_DEEP_VIB_GAUSSIAN = dict(hidden_layers=2, width=16, beta_min=1.5, beta_max=1500.0, epsilon=0.1, n_test_draws=100_000,
+                          n_rank_points=16, seed=0, device="auto")
+PROFILES["deep_vib_gaussian"] = {
+    "quick": _DEEP_VIB_GAUSSIAN | dict(n_betas=12, steps=300, n_train_draws=200_000),
+    "book": _DEEP_VIB_GAUSSIAN | dict(n_betas=36, steps=600, n_train_draws=1_000_000),
+    "paper": _DEEP_VIB_GAUSSIAN | dict(n_betas=60, steps=2000, n_train_draws=1_000_000),
+}

@@ -60,3 +60,20 @@ def vib_objective(nll: torch.Tensor, kl: torch.Tensor, beta_vib: float) -> torch
 def describe_conventions(betas_vib: Sequence[float]) -> str:
     """One line per β_VIB with its IB β, for a chapter's table."""
     return "\n".join(f"β_VIB = {b:<10.4g} β (IB) = {ib_beta(b):.4g}" for b in betas_vib)
+
+
+def average_gaussian_kl(mean_first_moment: torch.Tensor, mean_second_moment: torch.Tensor, scale_tril: torch.Tensor,
+                        prior_mean: torch.Tensor, prior_scale_tril: torch.Tensor) -> torch.Tensor:
+    """E_x KL(N(μ(x), LLᵀ) ‖ N(m, L_pL_pᵀ)) in nats for an encoder whose covariance LLᵀ does not depend on x,
+    exactly, from the moments E[μ] and E[μμᵀ] of its mean over the data: equal to the mean of
+    :func:`gaussian_kl` over the samples, at a cost independent of their number."""
+    k = scale_tril.shape[-1]
+    eye = torch.eye(k, dtype=scale_tril.dtype, device=scale_tril.device)
+    prior_inv_root = torch.linalg.solve_triangular(prior_scale_tril, eye, upper=False)  # L_p⁻¹
+    prior_precision = prior_inv_root.T @ prior_inv_root
+    # E[(μ − m)(μ − m)ᵀ] from the raw moments.
+    centred = (mean_second_moment - torch.outer(mean_first_moment, prior_mean) - torch.outer(prior_mean, mean_first_moment)
+               + torch.outer(prior_mean, prior_mean))
+    log_det_ratio = 2 * (prior_scale_tril.diagonal().log().sum() - scale_tril.diagonal().log().sum())
+    trace_term = (prior_precision * (scale_tril @ scale_tril.T + centred)).sum()
+    return 0.5 * (trace_term - k + log_det_ratio)

@@ -115,3 +115,60 @@ def plot_drops(histories: Mapping[str, History], eps: float | None = None, *, ti
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def _mark_critical_betas(ax, critical_betas: Sequence[float], *, label: bool = True) -> None:
+    """Vertical lines at the distinct finite β_i^c (Chechik's β, the one multiplying I(T;Y))."""
+    for k, bc in enumerate(np.unique(np.asarray(critical_betas)[np.isfinite(critical_betas)])):
+        ax.axvline(bc, color="k", ls=":", lw=1, label="analytic $\\beta^c_i$" if label and k == 0 else None)
+
+
+def plot_ib_staircase_and_curve(curve: Mapping[str, np.ndarray], critical_betas: Sequence[float],
+                                mutual_information_xy: float) -> Figure:
+    """Gaussian IB: rank(A_β) against β (the staircase), I(T;X) and I(T;Y) against β, and the information
+    curve I(T;Y) against I(T;X) with the points where the rank steps up marked."""
+    fig, (ax_rank, ax_info, ax_curve) = plt.subplots(1, 3, figsize=(13, 3.8))
+    b = np.asarray(curve["beta"])
+    ax_rank.step(b, curve["rank"], where="post", color="C0")
+    _mark_critical_betas(ax_rank, critical_betas)
+    ax_rank.set(xscale="log", xlabel="β (IB, multiplies I(T;Y))", ylabel="rank($A_\\beta$)", title="rank staircase")
+    ax_rank.legend(loc="upper left")
+    ax_info.plot(b, curve["info_x"], color="C0", label="I(T;X) (left axis)")
+    ax_y = ax_info.twinx()  # I(T;Y) <= I(X;Y) is far smaller than I(T;X): its own axis
+    ax_y.plot(b, curve["info_y"], color="C1", label="I(T;Y) (right axis)")
+    ax_y.axhline(mutual_information_xy, color="C1", ls="--", lw=1, label="I(X;Y)")
+    ax_y.set_ylabel("I(T;Y) (nats)", color="C1")
+    ax_y.grid(False)
+    _mark_critical_betas(ax_info, critical_betas, label=False)
+    ax_info.set(xscale="log", xlabel="β", ylabel="I(T;X) (nats)", title="information against β")
+    handles = ax_info.get_legend_handles_labels()[0] + ax_y.get_legend_handles_labels()[0]
+    ax_info.legend(handles=handles, loc="upper left")
+    ax_curve.plot(curve["info_x"], curve["info_y"], color="C2")
+    for bc in np.unique(np.asarray(critical_betas)[np.isfinite(critical_betas)]):
+        i = int(np.argmin(np.abs(np.log(b / bc))))
+        ax_curve.plot(curve["info_x"][i], curve["info_y"][i], "ko")
+        ax_curve.annotate(f"β$^c$ = {bc:.4g}", (curve["info_x"][i], curve["info_y"][i]), textcoords="offset points",
+                          xytext=(8, -12))
+    ax_curve.axhline(mutual_information_xy, color="C1", ls="--", lw=1)
+    ax_curve.set(xlabel="I(T;X) (nats)", ylabel="I(T;Y) (nats)", title="information curve")
+    fig.tight_layout()
+    return fig
+
+
+def plot_ib_encoder(ax_matrix, ax_curve, projection: np.ndarray, beta: float, rank: int,
+                    curve: Mapping[str, np.ndarray], point: tuple[float, float]) -> None:
+    """One β of the Gaussian IB: A_β as a heatmap with its entries written in (rows α_i v_iᵀ; the colour scale
+    is this matrix's own, since A_β grows like sqrt(β)) and its point on the information curve."""
+    vmax = max(float(np.abs(projection).max()), 1e-12)
+    ax_matrix.imshow(projection, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    for (i, j), value in np.ndenumerate(projection):
+        if value != 0:
+            ax_matrix.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize="small",
+                           color="white" if abs(value) > 0.5 * vmax else "black")
+    ax_matrix.set_xticks(range(projection.shape[1]), [f"$x_{j + 1}$" for j in range(projection.shape[1])])
+    ax_matrix.set_yticks(range(projection.shape[0]), [f"$t_{i + 1}$" for i in range(projection.shape[0])])
+    ax_matrix.grid(False)
+    ax_matrix.set_title(f"$A_\\beta$ at β = {beta:.3g}: rank {rank}")
+    ax_curve.plot(curve["info_x"], curve["info_y"], color="C2")
+    ax_curve.plot(*point, "o", color="C3", ms=9)
+    ax_curve.set(xlabel="I(T;X) (nats)", ylabel="I(T;Y) (nats)", title=f"I(T;X) = {point[0]:.3f}, I(T;Y) = {point[1]:.3f}")

@@ -172,3 +172,46 @@ def plot_ib_encoder(ax_matrix, ax_curve, projection: np.ndarray, beta: float, ra
     ax_curve.plot(curve["info_x"], curve["info_y"], color="C2")
     ax_curve.plot(*point, "o", color="C3", ms=9)
     ax_curve.set(xlabel="I(T;X) (nats)", ylabel="I(T;Y) (nats)", title=f"I(T;X) = {point[0]:.3f}, I(T;Y) = {point[1]:.3f}")
+
+
+def plot_vib_gaussian_sweep(rows: Sequence[Mapping], analytic: Mapping[str, np.ndarray], critical_betas: Sequence[float],
+                            epsilon: float) -> Figure:
+    """Fig. 2 of the paper, on the IB axis β = 1/β_VIB: left, the KL term against β, points coloured by the
+    measured local rank, the analytic I(T;X) as a line; middle, the local rank against β with the analytic
+    ε-rank and β^c; right, the test loss against the analytic optimum.  One marker per prior."""
+    fig, (ax_kl, ax_lr, ax_loss) = plt.subplots(1, 3, figsize=(14, 4.2))
+    markers = {"standard": "o", "learned": "^"}
+    names = {"standard": "fixed prior N(0, I)", "learned": "learned prior"}
+    b = np.asarray(analytic["beta"])
+    ax_kl.plot(b, analytic["info_x"], color="0.4", lw=1.5, label="analytic I(T;X)")
+    ax_lr.step(b, analytic["rank"], where="post", color="0.4", lw=1.5, label=f"analytic ε-rank of $A_\\beta$")
+    ax_loss.plot(b, analytic["loss"], color="0.4", lw=1.5, label="analytic optimum")
+    scatter = None
+    for prior, marker in markers.items():
+        sel = [r for r in rows if r["prior"] == prior]
+        if not sel:
+            continue
+        beta = np.array([r["beta_ib"] for r in sel])
+        kl, lr = np.array([r["kl"] for r in sel]), np.array([r["local_rank"] for r in sel])
+        scatter = ax_kl.scatter(beta, kl, c=lr, cmap="viridis", vmin=0, vmax=max(5, lr.max()), marker=marker,
+                                edgecolors="k", linewidths=0.3, s=36, label=names[prior], zorder=3)
+        ax_lr.plot(beta, lr, marker=marker, ls="-" if prior == "learned" else "--", ms=5, label=names[prior])
+        ax_loss.plot(beta, [r["test_loss"] for r in sel], marker=marker, ls="", ms=5, label=names[prior])
+    if scatter is not None:
+        fig.colorbar(scatter, ax=ax_kl, label=f"local rank (ε = {epsilon:g}, whitened)")
+    for ax in (ax_kl, ax_lr, ax_loss):
+        _mark_critical_betas(ax, critical_betas, label=ax is ax_lr)
+        ax.set_xscale("log")
+        ax.set_xlabel("β (IB) = 1 / β$_{VIB}$")
+        top = ax.secondary_xaxis("top", functions=(lambda v: 1 / np.clip(v, 1e-12, None), lambda v: 1 / np.clip(v, 1e-12, None)))
+        top.set_xlabel("β$_{VIB}$")
+    ax_kl.set_ylabel("KL term E$_x$ KL(p(t|x) ‖ r(t)) (nats)")
+    ax_kl.set_yscale("symlog", linthresh=0.1)  # linear near 0, where the rank-0 points sit
+    ax_kl.set_ylim(bottom=-0.005)
+    ax_lr.set_ylabel("local rank of the encoder mean")
+    ax_loss.set_ylabel("test loss (nats per sample)")
+    for ax in (ax_kl, ax_lr):
+        ax.legend(fontsize="small", loc="upper left")
+    ax_loss.legend(fontsize="small", loc="upper right")
+    fig.tight_layout()
+    return fig

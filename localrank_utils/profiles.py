@@ -172,7 +172,7 @@ PROFILES["gaussian_ib"] = {name: dict(beta_min=1.01, beta_max=1e4, n_betas=400, 
 _DEEP_VIB_GAUSSIAN = dict(hidden_layers=2, width=16, beta_min=1.5, beta_max=1500.0, epsilon=0.1, n_test_draws=100_000,
                           n_rank_points=16, seed=0, device="auto")
 PROFILES["deep_vib_gaussian"] = {
-    "quick": _DEEP_VIB_GAUSSIAN | dict(n_betas=12, steps=300, n_train_draws=200_000),
-    "book": _DEEP_VIB_GAUSSIAN | dict(n_betas=36, steps=600, n_train_draws=1_000_000),
+    "quick": _DEEP_VIB_GAUSSIAN | dict(n_betas=10, beta_max=600.0, steps=300, n_train_draws=200_000),
+    "book": _DEEP_VIB_GAUSSIAN | dict(n_betas=32, steps=600, n_train_draws=1_000_000),
     "paper": _DEEP_VIB_GAUSSIAN | dict(n_betas=60, steps=2000, n_train_draws=1_000_000),
 }

@@ -25,7 +25,7 @@ from torch import nn
 
 from .experiments import cpu_threads
 from .gaussian import JointGaussian
-from .gaussian_ib import GaussianIB
+from .gaussian_ib import GaussianIB, gaussian_entropy
 from .models import MLP
 from .rank import local_rank, singular_values
 from .vib import average_gaussian_kl, gaussian_kl, vib_beta, vib_objective
@@ -277,3 +277,21 @@ def job_summary(job: GaussianVIBJob) -> dict:
     for k in ("train", "test", "rank_points"):
         out.pop(k)
     return out
+
+
+def analytic_sweep(ib: GaussianIB, betas_ib, epsilon: float) -> dict[str, np.ndarray]:
+    """What a perfectly trained model would show at each β: I(T;X) (= the KL term with the best prior), the
+    ε-rank of Chechik's A_β (whose noise is N(0, I), i.e. already whitened), and the optimal VIB loss
+    h(Y) − I(T;Y) + β_VIB I(T;X) (the decoder's cross-entropy is at best h(Y|T) = h(Y) − I(T;Y))."""
+    b = np.asarray(betas_ib, dtype=np.float64)
+    h_y = gaussian_entropy(ib.joint.cov_y)
+    ranks = np.array([(np.linalg.svd(ib.projection(v), compute_uv=False) > epsilon).sum() for v in b])
+    return {"beta": b, "info_x": ib.info_x(b), "info_y": ib.info_y(b), "rank": ranks,
+            "loss": h_y - ib.info_y(b) + ib.info_x(b) / b}
+
+
+def away_from_transitions(betas_ib, critical_betas, factor: float) -> np.ndarray:
+    """Mask of the β at least ``factor`` away (ratio) from every finite critical β."""
+    b = np.asarray(betas_ib, dtype=np.float64)[:, None]
+    crit = np.asarray(critical_betas)[np.isfinite(critical_betas)][None, :]
+    return np.all(np.abs(np.log(b / crit)) >= np.log(factor), axis=1)

@@ -149,12 +149,12 @@ def test_balancing_preserves_the_function_and_does_not_increase_the_norm():
     with torch.no_grad():
         model.layers[0].weight.mul_(7.0)
     x = torch.randn(8, 4, dtype=torch.float64)
-    before, norm_before = model(x).detach(), sum(float(l.weight.pow(2).sum()) for l in model.layers)
+    before, norm_before = model(x).detach(), sum(float(l.weight.detach().pow(2).sum()) for l in model.layers)
     bd.balance_layers(model, 2.0)
     assert torch.allclose(model(x), 2.0 * before, atol=1e-12)
     fro, _ = bd.layer_norms(model)
     assert np.allclose(fro, fro[0])
     bd.balance_layers(model, 0.5)
-    assert sum(float(l.weight.pow(2).sum()) for l in model.layers) <= norm_before
+    assert sum(float(l.weight.detach().pow(2).sum()) for l in model.layers) <= norm_before
     with pytest.raises(ValueError, match="biases"):
         bd.balance_layers(MLP((2, 3, 1)))

@@ -140,19 +140,20 @@ def plot_lemma5_counts(epsilons: np.ndarray, jacobian_rank: np.ndarray, weight_r
     return fig
 
 
-def plot_frobenius_property(frobenius: np.ndarray, lower: np.ndarray, *, title: str = "") -> Figure:
-    """ε·sqrt(rank_ε(A)) against ‖A‖_F for many (A, ε): every point must lie on or below the diagonal."""
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    keep = (frobenius > 0) & (lower > 0)
-    ax.scatter(frobenius[keep], lower[keep], s=4, alpha=0.4)
-    lims = [min(frobenius[keep].min(), lower[keep].min()), max(frobenius[keep].max(), lower[keep].max())]
-    ax.plot(lims, lims, "k-", lw=1, label="equality")
+def plot_frobenius_property(frobenius: np.ndarray, lower: np.ndarray, epsilons: np.ndarray, *,
+                            title: str = "") -> Figure:
+    """ε·sqrt(rank_ε(A)) / ‖A‖_F against ε / ‖A‖_F for many (A, ε): every point must lie at or below 1."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    keep = frobenius > 0
+    x, y = epsilons[keep] / frobenius[keep], lower[keep] / frobenius[keep]
+    ax.scatter(x, y, s=4, alpha=0.3)
+    ax.axhline(1.0, color="k", lw=1, label="‖A‖$_F$ (the bound)")
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("‖A‖$_F$")
-    ax.set_ylabel("ε·sqrt(rank$_\\epsilon$(A))")
+    ax.set_xlim(1e-4, 3)  # outside, rank_ε(A) is 0 or the ratio is negligible
+    ax.set_xlabel("ε / ‖A‖$_F$ (points outside [1e-4, 3] lie near 0)")
+    ax.set_ylabel("ε·sqrt(rank$_\\epsilon$(A)) / ‖A‖$_F$")
     ax.set_title(title)
-    ax.legend()
+    ax.legend(loc="center left")
     fig.tight_layout()
     return fig
 
@@ -174,7 +175,7 @@ def plot_norm_ratios(reports: Mapping[str, object]) -> Figure:
         ax.set_ylim(0.9, max(r.timor_bound, r.hidden_bound if np.isfinite(r.hidden_bound) else 0, r.ratios.max()) * 1.1)
         ax.set_ylabel("‖W$_l$‖$_F$ / ‖W$_l$‖$_\\sigma$")
         ax.set_title(f"{name}\n(green: proposition's layer, orange: best hidden layer)", fontsize="medium")
-        ax.legend(fontsize="small", loc="upper right")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0, -0.1), ncol=2)
     fig.tight_layout()
     return fig
 
@@ -188,18 +189,26 @@ def plot_rank_bounds(report, *, title: str = "") -> Figure:
              ("hidden-layer corollary", report.hidden_layer, report.hidden_rhs))
     for ax, (label, layer, rhs) in zip(axes, picks):
         i = layer - 1
-        ax.plot(eps, report.local_rank[i], "o-", color="tab:blue", label=f"LR$^\\epsilon_{{{layer}}}$ (measured)")
-        ax.step(eps, report.weight_rank[i], where="post", color="tab:gray", label=f"rank$_\\epsilon$(W$_{{{layer}}}$)")
+        ax.plot(eps, report.local_rank[i], "o-", color="tab:blue", label="LR$^\\epsilon_l$ (measured)")
+        ax.step(eps, report.weight_rank[i], where="post", color="tab:gray", label="rank$_\\epsilon$(W$_l$)")
         ax.plot(eps, report.frobenius[i] ** 2 / eps ** 2, ":", color="tab:gray", label="‖W$_l$‖$_F^2$/ε²")
         ax.plot(eps, rhs, "--", color="tab:red", label="right-hand side")
-        ax.axvspan(eps[0], min(report.lemma5_eps0[i], eps[-1]), color="tab:green", alpha=0.1,
-                   label=f"ε < σ$_\\min^+$ = {report.lemma5_eps0[i]:.2g}")
+        eps0 = report.lemma5_eps0[i]
+        if eps0 > eps[0]:  # Lemma 5's range, where the proposition applies
+            ax.axvspan(eps[0], min(eps0, eps[-1]), color="tab:green", alpha=0.1, label="ε < σ$_\\min^+$(W$_l$): the proposition's range")
+            range_note = ""
+        else:
+            range_note = f"\nthe proposition's range ε < σ$_\\min^+$(W$_l$) = {eps0:.1g} lies left of the grid"
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=1)
         ax.set_xlabel("threshold ε")
-        ax.set_title(f"{label}: layer {layer}", fontsize="medium")
-        ax.legend(fontsize="small", loc="upper right")
+        ax.set_title(f"{label}: layer {layer}{range_note}", fontsize="medium")
     axes[0].set_ylabel("local rank and bounds")
+    by_label = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(text, handle)
+    axes[-1].legend(by_label.values(), by_label.keys(), fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -379,7 +379,7 @@ def fit_min_norm(reference: ReferenceProblem, depth: int, width: int, *, steps: 
             if margin <= 0:
                 raise RuntimeError(f"the trained student misclassifies a point (min margin {margin:.3g}); train longer.")
             balance_layers(model, 1.0 / margin)
-            violation = 1.0 - float((reference.y * model(reference.x)[:, 0]).min())
+            violation = max(0.0, 1.0 - float((reference.y * model(reference.x)[:, 0]).min()))  # 0 up to round-off
         else:
             balance_layers(model)
             violation = float((model(reference.x)[:, 0] - reference.y).abs().max() / reference.y.abs().max())
@@ -419,6 +419,15 @@ class BoundReport:
     hidden_rhs: np.ndarray  # (E,) at hidden_layer, with hidden_bound (nan if undefined)
     norm: float  # ‖θ‖
     certified_bound: float  # ‖θ‖ / (√L · max_i(|N(x_i)|/‖x_i‖)^{1/L}): bounds the harmonic mean of this very net
+
+    def to_dict(self) -> dict:
+        """JSON-ready: arrays as lists, infinite slack as None."""
+        out = {}
+        for key, value in self.__dict__.items():
+            out[key] = value.tolist() if isinstance(value, np.ndarray) else value
+        for which in ("proposition", "hidden"):
+            out[f"slack_{which}"] = [None if not math.isfinite(v) else float(v) for v in self.slack(which)]
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
     def slack(self, which: str = "proposition") -> np.ndarray:
         """RHS / LR per ε at the chosen layer (inf where LR = 0)."""

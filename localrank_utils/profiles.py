@@ -176,3 +176,20 @@ PROFILES["deep_vib_gaussian"] = {
     "book": _DEEP_VIB_GAUSSIAN | dict(n_betas=32, steps=600, n_train_draws=1_000_000),
     "paper": _DEEP_VIB_GAUSSIAN | dict(n_betas=60, steps=2000, n_train_draws=1_000_000),
 }
+
+# --- theory chapter: small bias-free ReLU nets trained to approximately min-norm solutions in seconds ---
+_SPECS.update({
+    "reference_width": ("int", 2, 100_000),
+    "amplification": ("float", 0.0, None),
+    "n_random_matrices": ("int", 1, 1_000_000),
+})
+_THEORY = dict(n_train=32, dim_x=8, reference_width=8, width=16, hidden_layers=5, lr=3e-3, weight_decay=1e-3,
+               amplification=10.0, seed=0, device="auto")
+PROFILES["theory"] = {
+    "quick": _THEORY | dict(steps=2000, epsilon_grid=tuple(10.0 ** (k / 2) for k in range(-6, 3)),
+                            n_random_matrices=300),
+    "book": _THEORY | dict(steps=6000, epsilon_grid=tuple(10.0 ** (k / 4) for k in range(-12, 5)),
+                           n_random_matrices=3000),
+    "paper": _THEORY | dict(n_train=64, steps=40_000, weight_decay=1e-4,
+                            epsilon_grid=tuple(10.0 ** (k / 8) for k in range(-24, 9)), n_random_matrices=30_000),
+}

@@ -271,7 +271,8 @@ def train_vib(spec: VIBSpec, *, progress: bool = False) -> tuple[VIBClassifier, 
         seconds = time.perf_counter() - start
         test, train_metrics = evaluate(model, test_split), evaluate(model, train_split)
         svals, svals_white = mean_map_singular_values(model, rank_inputs)
-        _, log_var = model.encode(rank_inputs)
+        with torch.no_grad():
+            mean, log_var = model.encode(rank_inputs)
     lr_mean, lr_sem = _rank_stats(svals, spec.epsilons)
     lr_white, lr_white_sem = _rank_stats(svals_white, spec.whitened_epsilons)
     row = {k: v for k, v in asdict(spec).items() if k != "device"}
@@ -291,7 +292,7 @@ def train_vib(spec: VIBSpec, *, progress: bool = False) -> tuple[VIBClassifier, 
         "lr_whitened_sem": lr_white_sem,
         "median_singular_value": float(svals.median()),
         "mean_sigma": float((0.5 * log_var).exp().mean()),
-        "mean_abs_mu": float(model.encode(rank_inputs)[0].abs().mean()),
+        "mean_abs_mu": float(mean.abs().mean()),
         "final_train_objective": losses[-1],
         "train_seconds": seconds,
         "device": str(dev),

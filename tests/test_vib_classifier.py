@@ -79,9 +79,11 @@ def test_training_lowers_the_objective_and_learns(mnist_small):
     x, y = mnist_small
     model = VIBClassifier(784, (64,), 8, 10, seed=0)
     split = Split(x, y)
-    before = float(vib_loss(1e-3)(model, x, y))
+    with torch.no_grad():
+        before = float(vib_loss(1e-3)(model, x, y))
     losses = fit(model, split, beta_vib=1e-3, steps=150, batch_size=50, lr=1e-3, seed=0)
-    after = float(vib_loss(1e-3)(model, x, y))
+    with torch.no_grad():
+        after = float(vib_loss(1e-3)(model, x, y))
     assert after < 0.5 * before and np.mean(losses[-10:]) < np.mean(losses[:10])
     assert evaluate(model, split)["accuracy"] > 0.7  # chance is 0.1
 

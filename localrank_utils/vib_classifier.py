@@ -305,6 +305,11 @@ def run_vib(spec: VIBSpec) -> dict[str, Any]:
     return train_vib(spec)[1]
 
 
+def _run_vib_with_progress(spec: VIBSpec) -> dict[str, Any]:
+    # One run at a time (GPU): long runs (the paper profile) show their own step bar too.
+    return train_vib(spec, progress=True)[1]
+
+
 def sweep_specs(datasets: Sequence[str], betas_vib: Sequence[float], seeds: Sequence[int], **settings: Any) -> list[VIBSpec]:
     """One spec per (dataset, seed, β_VIB), in that order; ``settings`` are further VIBSpec fields."""
     known = {f.name for f in fields(VIBSpec)} - {"dataset", "beta_vib", "seed"}
@@ -326,7 +331,8 @@ def run_sweep(specs: Sequence[VIBSpec], *, workers: int | None = None) -> list[d
     """Every spec's row.  On CPU the runs train side by side in single-thread worker processes, one bar
     counting finished runs; on a GPU one after another (the same bar)."""
     on_cpu = all(resolve_device(s.device).type == "cpu" for s in specs)
-    return parallel_map(run_vib, list(specs), on_cpu=on_cpu, workers=workers, desc="VIB runs")
+    return parallel_map(run_vib if on_cpu else _run_vib_with_progress, list(specs), on_cpu=on_cpu, workers=workers,
+                        desc="VIB runs")
 
 
 SWEEP_FORMAT = "deep-vib-sweep/1"

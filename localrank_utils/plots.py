@@ -198,7 +198,7 @@ def plot_vib_rank_thresholds(rows: Sequence[Mapping], dataset: str, series: Sequ
     fig, ax = plt.subplots(figsize=(7, 4))
     for key, index, label in series:
         betas, lr = sweep_arrays(rows, dataset, key, index)
-        ax.plot(betas, lr.mean(0), "o-", label=label)
+        ax.plot(betas, lr.mean(0), "s--" if "whitened" in key else "o-", label=label)
     ax.set_xscale("log")
     ax.set_xlabel("β_VIB")
     ax.set_ylabel("local rank (mean over seeds)")

@@ -311,3 +311,93 @@ def plot_rank_bounds(report, *, title: str = "") -> Figure:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+# ---- deep VIB β sweeps (chapter deep_vib_mnist) ----
+
+_DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+
+
+def _seed_mean_and_spread(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds (rows) and the standard error over seeds (0 for one seed)."""
+    n = values.shape[0]
+    return values.mean(0), (values.std(0, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(values.shape[1]))
+
+
+def plot_vib_beta_sweep(rows: Sequence[Mapping], datasets: Sequence[str], *, lr_key: str = "lr_mean", lr_index: int = 0,
+                        lr_label: str = "local rank of μ(x)", convention: str = "vib") -> Figure:
+    """The paper's Fig. 3: per dataset, LR of the encoder mean (left axis, ± standard error over the
+    test points of each run) and test accuracy (right axis) against β; thin lines are single seeds,
+    thick lines their mean.  ``convention`` "vib" puts β_VIB (the KL weight) on the x axis, "ib"
+    Chechik's β = 1/β_VIB."""
+    from .vib_classifier import sweep_arrays
+
+    if convention not in ("vib", "ib"):
+        raise ValueError(f"convention={convention!r} must be 'vib' (β_VIB, weight of the KL) or 'ib' (β = 1/β_VIB).")
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.6 * len(datasets), 4.0), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        betas, lr = sweep_arrays(rows, dataset, lr_key, lr_index)
+        _, lr_sem = sweep_arrays(rows, dataset, f"{lr_key}_sem", lr_index)
+        _, acc = sweep_arrays(rows, dataset, "test_accuracy")
+        x = betas if convention == "vib" else 1.0 / betas
+        for seed_lr, seed_sem in zip(lr, lr_sem):
+            ax.errorbar(x, seed_lr, yerr=seed_sem, color="C0", alpha=0.35, lw=0.8, capsize=2)
+        ax.plot(x, lr.mean(0), "o-", color="C0", lw=2, label=lr_label)
+        ax.set_xscale("log")
+        ax.set_xlabel("β_VIB (weight of the KL: larger compresses more)" if convention == "vib"
+                      else "Chechik's β = 1/β_VIB (larger keeps more)")
+        ax.set_ylabel(lr_label, color="C0")
+        ax.set_title(_DATASET_TITLES.get(dataset, dataset))
+        twin = ax.twinx()
+        for seed_acc in acc:
+            twin.plot(x, seed_acc, color="C3", alpha=0.35, lw=0.8)
+        twin.plot(x, acc.mean(0), "s--", color="C3", lw=2, label="test accuracy")
+        twin.set_ylabel("test accuracy", color="C3")
+        twin.set_ylim(0, 1.02)
+        twin.grid(False)
+        twin.spines["right"].set_visible(True)
+        handles = ax.get_legend_handles_labels()[0][-1:] + twin.get_legend_handles_labels()[0][-1:]
+        ax.legend(handles, [h.get_label() for h in handles], loc="lower left" if convention == "vib" else "lower right",
+                  fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_vib_rank_vs_rate(rows: Sequence[Mapping], datasets: Sequence[str],
+                          series: Sequence[tuple[str, int, str]]) -> Figure:
+    """LR against the rate E_x KL(p(t|x) ‖ N(0, I)) (nats, log axis), one panel per dataset; each
+    ``series`` is (column, ε index, label); every run is a point, colour = log10 β_VIB."""
+    from .vib_classifier import sweep_arrays
+
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.6 * len(datasets), 4.0), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        betas, rate = sweep_arrays(rows, dataset, "rate")
+        for marker, (key, index, label) in zip("os^v", series):
+            _, lr = sweep_arrays(rows, dataset, key, index)
+            points = ax.scatter(rate.ravel(), lr.ravel(), c=np.log10(np.broadcast_to(betas, rate.shape)).ravel(),
+                                cmap="viridis", marker=marker, label=label, edgecolors="k", linewidths=0.3)
+        ax.set_xscale("log")
+        ax.set_xlabel("rate: KL(p(t|x) ‖ N(0, I)) on test points (nats)")
+        ax.set_ylabel("local rank")
+        ax.set_title(_DATASET_TITLES.get(dataset, dataset))
+        ax.legend(fontsize="small")
+        fig.colorbar(points, ax=ax, label="log10 β_VIB")
+    fig.tight_layout()
+    return fig
+
+
+def plot_vib_rank_thresholds(rows: Sequence[Mapping], dataset: str, series: Sequence[tuple[str, int, str]]) -> Figure:
+    """LR against β_VIB for several thresholds / maps (seed means), to show how much the reading of
+    Fig. 3 depends on ε."""
+    from .vib_classifier import sweep_arrays
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, index, label in series:
+        betas, lr = sweep_arrays(rows, dataset, key, index)
+        ax.plot(betas, lr.mean(0), "s--" if "whitened" in key else "o-", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("β_VIB")
+    ax.set_ylabel("local rank (mean over seeds)")
+    ax.set_title(f"{_DATASET_TITLES.get(dataset, dataset)}: the threshold decides what LR counts")
+    ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -41,6 +41,13 @@ _SPECS: dict[str, tuple[str, Any, Any]] = {
     "optimizer": ("choice", OPTIMIZERS, None),
     "activation": ("choice", tuple(ACTIVATIONS), None),
     "device": ("choice", DEVICE_CHOICES, None),
+    # deep_vib_mnist
+    "beta_min": ("float", 0.0, None),
+    "beta_max": ("float", 0.0, None),
+    "n_betas": ("int", 2, 10_000),
+    "n_seeds": ("int", 1, 100),
+    "bottleneck_dim": ("int", 1, 100_000),
+    "n_decoder_samples": ("int", 1, 10_000),
 }
 
 # The settings the paper states (Adam, lr 1e-4, widths) plus, where it is silent, the first author's
@@ -73,6 +80,19 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "book": _MNIST | dict(steps=30_000, n_checkpoints=30, compare_weight_decays=_COMPARE),
         "paper": _MNIST | dict(steps=1_000_000, n_checkpoints=50, compare_weight_decays=_COMPARE),
     },
+}
+
+# Deep VIB classifier (Alemi et al. 2016).  book: CPU-sized (784-256-256-K, K = 32, 5 000 images, 20 epochs,
+# Adam 1e-3); paper: Alemi's 784-1024-1024-2K, K = 256, all 60 000 images, 200 epochs at batch 100, Adam
+# 1e-4, for a GPU.  β_VIB from 1e-5 (no visible compression) to 10^0.5 (collapse), half a decade apart.
+_DEEP_VIB = dict(beta_min=1e-5, beta_max=10 ** 0.5, n_betas=12, n_seeds=2, seed=0, hidden_layers=2, width=256,
+                 bottleneck_dim=32, steps=1000, batch_size=100, lr=1e-3, optimizer="adam", n_train=5000, n_test=2000,
+                 n_rank_points=256, epsilon=0.1, n_decoder_samples=12, device="auto")
+PROFILES["deep_vib_mnist"] = {
+    "quick": _DEEP_VIB | dict(n_betas=8, n_seeds=1, steps=400, n_train=2000, n_test=1000),
+    "book": dict(_DEEP_VIB),
+    "paper": _DEEP_VIB | dict(beta_min=1e-8, n_betas=18, n_seeds=3, width=1024, bottleneck_dim=256, steps=120_000,
+                              lr=1e-4, n_train=60_000, n_test=10_000, n_rank_points=1000),
 }
 
 
@@ -161,9 +181,6 @@ def resolve(chapter: str, profile: str | None = None, **given: Any) -> Parameter
 # Gaussian IB (Thm 4, App. B) and deep VIB on its data (Fig. 2).  β is Chechik's (it multiplies I(T;Y));
 # VIB's β_VIB = 1/β.  App. B's critical values are β = 4 and 100, so the sweeps span 1.5 to 1 500.
 _SPECS.update({
-    "n_betas": ("int", 2, 10_000),
-    "beta_min": ("float", 0.0, None),
-    "beta_max": ("float", 0.0, None),
     # Draws from a known Gaussian (not a finite data set, unlike n_train / n_test): millions cost nothing here.
     "n_train_draws": ("int", 10, 100_000_000),
     "n_test_draws": ("int", 10, 100_000_000),

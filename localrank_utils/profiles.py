@@ -41,7 +41,7 @@ _SPECS: dict[str, tuple[str, Any, Any]] = {
     "optimizer": ("choice", OPTIMIZERS, None),
     "activation": ("choice", tuple(ACTIVATIONS), None),
     "device": ("choice", DEVICE_CHOICES, None),
-    # deep_vib_mnist
+    # β sweeps (deep_vib_gaussian, deep_vib_mnist)
     "beta_min": ("float", 0.0, None),
     "beta_max": ("float", 0.0, None),
     "n_betas": ("int", 2, 10_000),

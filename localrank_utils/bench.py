@@ -19,9 +19,10 @@ FLOP/s measured in the same run, same dtype and threads), and the peak memory of
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import multiprocessing as mp
-import resource
 import sys
 import time
 from dataclasses import asdict
@@ -109,29 +110,58 @@ def floor_flops(widths, r: int, n_samples: int) -> dict[str, float]:
             "total": n_samples * (prop + gram + eig)}
 
 
-def _memory_child(queue, points: int, device: str, threads: int, epsilon: float, train_steps: int) -> None:
+def _rss_bytes(field: str) -> int:
+    """VmRSS / VmHWM (peak RSS) of this process from /proc, in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure_peak(fn, device: torch.device) -> tuple[int, Any]:
+    """(peak bytes above the start, result) of ``fn()``: on CUDA from the allocator; on Linux CPUs from the
+    kernel's peak-RSS counter, reset first via /proc/self/clear_refs so that earlier work does not count."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base, result
+    gc.collect()
+    try:  # hand freed heap back to the OS, so that reusing it does not hide the engine's own peak
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    base = _rss_bytes("VmRSS")
+    result = fn()
+    return _rss_bytes("VmHWM") - base, result
+
+
+def _memory_child(queue, points: int, device: str, threads: int, epsilon: float, state: dict,
+                  max_memory: int | None) -> None:
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    model = make_net(train_steps=train_steps, device=dev)
+    model = make_net(train_steps=0, device=dev)
+    model.load_state_dict(state)
     x, _ = load_split("mnist", "test", n=points, device=dev)
-    epsilon_ranks(model, x[:8], epsilon)  # load the kernels before the baseline reading
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
+    epsilon_ranks(model, x[:8], epsilon)  # load the kernels before the reading
     report = RankReport()
-    epsilon_ranks(model, x, epsilon, report=report)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    peak = (torch.cuda.max_memory_allocated(dev) - base) if dev.type == "cuda" else after - before
-    queue.put({"peak_bytes": int(peak), "rss_before": int(before), "rss_after": int(after),
-               "chunk_size": report.chunk_size, "points": points})
+    peak, _ = measure_peak(lambda: epsilon_ranks(model, x, epsilon, report=report, max_memory=max_memory), dev)
+    queue.put({"peak_bytes": int(peak), "chunk_size": report.chunk_size, "points": points,
+               "max_memory": max_memory})
 
 
-def peak_memory(points: int, device: torch.device, threads: int, epsilon: float, train_steps: int) -> dict:
-    """The engine's peak working memory on ``points`` samples, measured in a fresh process."""
+def peak_memory(model: MLP, points: int, device: torch.device, threads: int, epsilon: float,
+                max_memory: int | None = None) -> dict:
+    """The engine's peak working memory on ``points`` MNIST samples, measured in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_memory_child, args=(queue, points, str(device), threads, epsilon, train_steps))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    proc = ctx.Process(target=_memory_child, args=(queue, points, str(device), threads, epsilon, state, max_memory))
     proc.start()
     result = queue.get(timeout=1800)
     proc.join()
@@ -174,7 +204,7 @@ def run_benchmark(points: int = 1000, *, device: str = "auto", threads: int | No
     }
     out["floor_distance"] = t_engine / out["floor_s"]
     if memory_points:
-        out["memory"] = peak_memory(memory_points, dev, torch.get_num_threads(), epsilon, train_steps)
+        out["memory"] = peak_memory(model, memory_points, dev, torch.get_num_threads(), epsilon)
     return out
 
 

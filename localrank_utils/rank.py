@@ -459,10 +459,15 @@ def _float32_is_certified(model: MLP, eps: torch.Tensor, relative: bool) -> bool
 
 def _bytes_per_sample(model: MLP, prep: _Prepared) -> int:
     r = prep.us.shape[0]
-    widest = max(model.widths[1:])
-    # T_l, its masked copy and T_{l+1}; the Gram matrix and LAPACK workspace; the forward pass.
-    elements = 3 * r * widest + 3 * min(r, widest) ** 2 + 4 * sum(model.widths)
+    n = max(model.widths[1:])
+    m = min(r, n)
+    # Live at once, per sample: T_{l-1}, its masked copy and T_l (3 r n); the active-set route's W_Sᵀ,
+    # Cᵀ, (LᵀC)ᵀ (n k + 2 r k, k <= n); H, L, the Gram and LAPACK's copies (5 m²); the forward pass.
+    elements = 3 * r * n + n * n + 2 * r * n + 5 * m * m + 4 * sum(model.widths)
     return elements * prep.dtype.itemsize
+
+
+MEMORY_RESERVE = 24 * 2**20  # of max_memory, kept for what does not scale with the chunk (weights, BLAS buffers)
 
 
 def _auto_chunk(model: MLP, prep: _Prepared, chunk_size: int | None, max_memory: int | None) -> int:
@@ -472,10 +477,10 @@ def _auto_chunk(model: MLP, prep: _Prepared, chunk_size: int | None, max_memory:
         return chunk_size
     budget = DEFAULT_MAX_MEMORY if max_memory is None else max_memory
     per = _bytes_per_sample(model, prep)
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < per:
-        raise ValueError(f"max_memory={max_memory!r} bytes is below one sample's working set ({per} bytes); "
-                         f"give at least {per}, e.g. max_memory=2**28.")
-    return max(1, int(budget // per))
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < MEMORY_RESERVE + per:
+        raise ValueError(f"max_memory={max_memory!r} bytes is below one sample's working set plus the fixed "
+                         f"reserve ({MEMORY_RESERVE + per} bytes); give at least that, e.g. max_memory=2**28.")
+    return max(1, int((budget - MEMORY_RESERVE) // per))
 
 
 @torch.no_grad()

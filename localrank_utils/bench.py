@@ -184,9 +184,11 @@ def run_benchmark(points: int = 1000, *, device: str = "auto", threads: int | No
     model = make_net(widths, train_steps=train_steps, seed=seed, device=dev)
     x, _ = load_split("mnist", "test", n=points, seed=seed, device=dev)
     epsilon_ranks(model, x[:8], epsilon)  # warm-up
-    report = RankReport()
-    t_engine, engine = _timed(lambda: epsilon_ranks(model, x, epsilon, report=RankReport()), dev, repeats)
-    epsilon_ranks(model, x, epsilon, report=report)
+    reports: list[RankReport] = []
+    t_engine, engine = _timed(lambda: epsilon_ranks(model, x, epsilon, report=reports.append(RankReport()) or reports[-1]),
+                              dev, repeats)
+    report = reports[-1]
+    print(f"engine: {t_engine:.3f} s for {points} points; running the torch.func baseline ...", flush=True)
     t_base, base = _timed(lambda: baseline_ranks(model, x, epsilon), dev, 1)
     mismatches = [int((a != b).sum()) for a, b in zip(engine, base)]
     dtype = getattr(torch, report.dtype)
@@ -205,6 +207,31 @@ def run_benchmark(points: int = 1000, *, device: str = "auto", threads: int | No
     out["floor_distance"] = t_engine / out["floor_s"]
     if memory_points:
         out["memory"] = peak_memory(model, memory_points, dev, torch.get_num_threads(), epsilon)
+    return out
+
+
+def time_pair(widths, x: torch.Tensor, *, epsilon: float = 0.01, seed: int = 0) -> dict[str, float]:
+    """Seconds for the engine and for the torch.func baseline on one initialised MLP(widths), and whether
+    their ranks agree: one point of the scaling figure."""
+    model = MLP(widths, seed=seed).to(x.device).eval()
+    epsilon_ranks(model, x[:2], epsilon)
+    t_engine, fast = _timed(lambda: epsilon_ranks(model, x, epsilon), x.device, 1)
+    t_base, slow = _timed(lambda: baseline_ranks(model, x, epsilon), x.device, 1)
+    return {"engine_s": t_engine, "baseline_s": t_base, "equal": all(torch.equal(a, b) for a, b in zip(fast, slow))}
+
+
+def scaling(sample_sizes, hidden_widths, depths, *, points: int, device: str = "auto", epsilon: float = 0.01,
+            seed: int = 0, progress=None) -> dict[str, list[dict[str, float]]]:
+    """Engine and baseline times against the number of samples (paper's net), the hidden width (four hidden
+    layers, ``points`` samples) and the number of hidden layers (width 200, ``points`` samples)."""
+    dev = resolve_device(device)
+    x_all, _ = load_split("mnist", "test", n=max([points, *sample_sizes]), seed=seed, device=dev)
+    jobs = ([("samples", n, MNIST_WIDTHS, n) for n in sample_sizes]
+            + [("width", w, (784, *[w] * 4, 10), points) for w in hidden_widths]
+            + [("depth", d, (784, *[200] * d, 10), points) for d in depths])
+    out: dict[str, list[dict[str, float]]] = {"samples": [], "width": [], "depth": []}
+    for kind, value, widths, n in (progress(jobs) if progress else jobs):
+        out[kind].append({"value": value} | time_pair(widths, x_all[:n], epsilon=epsilon, seed=seed))
     return out
 
 

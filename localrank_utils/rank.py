@@ -13,6 +13,7 @@ Two paths compute the Jacobians J_x p_l:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -268,7 +269,15 @@ def _unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
-def _prepare(model: MLP, dtype: torch.dtype, device: torch.device) -> _Prepared:
+def _prepare(model: MLP, dtype: torch.dtype, device: torch.device, base: _Prepared | None = None) -> _Prepared:
+    """Per-call constants; ``base`` (the float64 preparation) is cast instead of recomputing the SVD of W_1."""
+    if base is not None:
+        unit = _unit_roundoff(dtype)
+        cast = dict(dtype=dtype, device=device)
+        return dataclasses.replace(
+            base, dtype=dtype, us=base.us.to(**cast).contiguous(), weights=tuple(w.to(**cast) for w in base.weights),
+            forward=tuple((w.to(**cast), b.to(**cast)) for w, b in base.forward),
+            us_err=(unit if dtype != torch.float64 else 2 * unit) * float(torch.linalg.matrix_norm(base.us)))
     w1 = model.layers[0].weight.detach().to(torch.float64)
     u, s, _ = torch.linalg.svd(w1, full_matrices=False)
     # Directions of W_1 with σ below float64 rounding of W_1 carry no Jacobian: J_l V = M_l U S.
@@ -436,7 +445,7 @@ def _count(sv, lo, hi, eps: torch.Tensor, relative: bool) -> tuple[torch.Tensor,
     return ranks, (sure == possible).all(-1)
 
 
-def _float32_is_certified(model: MLP, eps: torch.Tensor, relative: bool) -> bool:
+def _float32_is_certified(model: MLP, prep: _Prepared, eps: torch.Tensor, relative: bool) -> bool:
     """Whether float32 propagation is certified a priori for these thresholds.
 
     The error bound of :func:`_propagate` grows like n u ||W_l||_F ||D T_{l-1}||_F per layer; with
@@ -445,7 +454,6 @@ def _float32_is_certified(model: MLP, eps: torch.Tensor, relative: bool) -> bool
     unknown in advance) and everything else run in float64, whose bound is ~10^9 times smaller."""
     if relative:
         return False
-    prep = _prepare(model, torch.float64, eps.device)
     unit = _unit_roundoff(torch.float32)
     err = unit * float(torch.linalg.matrix_norm(prep.us.T))
     norm = float(torch.linalg.matrix_norm(prep.us.T))
@@ -464,10 +472,10 @@ def _bytes_per_sample(model: MLP, prep: _Prepared) -> int:
     # Live at once, per sample: T_{l-1}, its masked copy and T_l (3 r n); the active-set route's W_Sᵀ,
     # Cᵀ, (LᵀC)ᵀ (n k + 2 r k, k <= n); H, L, the Gram and LAPACK's copies (5 m²); the forward pass.
     elements = 3 * r * n + n * n + 2 * r * n + 5 * m * m + 4 * sum(model.widths)
-    return elements * prep.dtype.itemsize
+    return int(1.25 * elements * prep.dtype.itemsize)  # 25 % for allocator slack and the float64 recompute
 
 
-MEMORY_RESERVE = 24 * 2**20  # of max_memory, kept for what does not scale with the chunk (weights, BLAS buffers)
+MEMORY_RESERVE = 64 * 2**20  # of max_memory, kept for what does not scale with the chunk (weights, BLAS buffers)
 
 
 def _auto_chunk(model: MLP, prep: _Prepared, chunk_size: int | None, max_memory: int | None) -> int:
@@ -485,8 +493,8 @@ def _auto_chunk(model: MLP, prep: _Prepared, chunk_size: int | None, max_memory:
 
 @torch.no_grad()
 def _closed_form_ranks(model: MLP, x: torch.Tensor, eps: torch.Tensor, relative: bool, decomposition: str,
-                       chunk: int, report: RankReport, dtype: torch.dtype) -> list[torch.Tensor]:
-    prep = _prepare(model, dtype, x.device)
+                       chunk: int, report: RankReport, prep: _Prepared, prep64: _Prepared) -> list[torch.Tensor]:
+    dtype = prep.dtype
     report.dtype = str(dtype).replace("torch.", "")
     report.chunk_size = chunk
     s1 = prep.s1.unsqueeze(0)
@@ -514,7 +522,7 @@ def _closed_form_ranks(model: MLP, x: torch.Tensor, eps: torch.Tensor, relative:
             else:
                 report.recomputed_float64 += bad.numel()
                 sub = RankReport()
-                again = _closed_form_ranks(model, xc[bad], eps, relative, "svd", chunk, sub, torch.float64)
+                again = _closed_form_ranks(model, xc[bad], eps, relative, "svd", chunk, sub, prep64, prep64)
                 report.undecided += sub.undecided
                 for l in range(1, len(ranks)):
                     ranks[l] = ranks[l].clone()
@@ -557,9 +565,12 @@ def epsilon_ranks(
         svals = singular_values(module, x, method=method, chunk_size=chunk_size)
         return [epsilon_rank(s, eps_t, relative=relative) for s in svals]
     eps = torch.tensor(eps_t, dtype=torch.float64, device=x.device)
-    if dtype is None:
-        dtype = torch.float32 if _float32_is_certified(module, eps, relative) else torch.float64
-    elif dtype not in (torch.float32, torch.float64):
+    if dtype is not None and dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype={dtype!r} is not supported; use torch.float32, torch.float64 or None (chosen for ε).")
-    chunk = _auto_chunk(module, _prepare(module, dtype, x.device), chunk_size, max_memory)
-    return _closed_form_ranks(module, x, eps, relative, decomposition, chunk, report, dtype)
+    prep64 = _prepare(module, torch.float64, x.device)
+    if dtype is None:
+        dtype = torch.float32 if _float32_is_certified(module, prep64, eps, relative) else torch.float64
+    prep = prep64 if dtype == torch.float64 else _prepare(module, dtype, x.device, base=prep64)
+    chunk = _auto_chunk(module, prep64, chunk_size, max_memory)  # sized for float64: the recompute's dtype
+    with torch.no_grad():
+        return _closed_form_ranks(module, x, eps, relative, decomposition, chunk, report, prep, prep64)

@@ -131,6 +131,8 @@ def plot_scaling(scaling: Mapping[str, Sequence[Mapping[str, float]]], *, title:
                         textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(v, [f"{x:g}" for x in v])
+        ax.minorticks_off()
         ax.set_xlabel(labels.get(kind, kind))
         ax.set_ylabel("seconds")
         ax.grid(True, which="both", alpha=0.3)

@@ -348,10 +348,14 @@ def _active_gram(t_prev: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
     k_max = int(k.max())
     order = torch.argsort(mask, dim=1, descending=True, stable=True)[:, :k_max]  # active units first
     valid = torch.gather(mask, 1, order)
-    # Padding indices point at an appended zero row of Wᵀ, so the gather itself zero-pads (no mask multiply).
-    w_ext = torch.cat([w.T, w.new_zeros(1, w.shape[0])])
-    ws_t = w_ext[torch.where(valid > 0, order, w.shape[1])]  # (B, k_max, n_l) = W_Sᵀ
-    h = ws_t @ ws_t.mT
+    # H = W_Sᵀ W_S is a submatrix of WᵀW (formed once per layer, not per sample). Padding indices point at an
+    # appended zero row and column, so the gather itself zero-pads.
+    n_prev = w.shape[1]
+    gram_ext = w.new_zeros(n_prev + 1, n_prev + 1)
+    gram_ext[:n_prev, :n_prev] = w.T @ w
+    idx = torch.where(valid > 0, order, n_prev)
+    h = gram_ext[idx.unsqueeze(2), idx.unsqueeze(1)]  # (B, k_max, k_max)
+    ws_fro2 = h.diagonal(dim1=1, dim2=2).sum(1).to(torch.float64)  # ||W_S||_F² = trace H
     h.diagonal(dim1=1, dim2=2).add_(1 - valid)  # identity on the padding keeps H positive definite
     chol, info = torch.linalg.cholesky_ex(h)
     # t_prev is already masked (D T), so its padding columns (inactive units) are zero.
@@ -360,7 +364,6 @@ def _active_gram(t_prev: torch.Tensor, mask: torch.Tensor, w: torch.Tensor):
     lam = torch.linalg.eigvalsh(y_t.mT @ y_t).flip(-1).to(torch.float64)
     # Forming H (γ_n), Cholesky's backward error (~k² u ||H||), LᵀC and its Gram (γ_{r+k}): all enter σ²
     # through ||C||² ||W_S||_F² at most.
-    ws_fro2 = torch.linalg.vector_norm(ws_t, dim=(1, 2)).to(torch.float64).square()
     c_fro2 = torch.linalg.vector_norm(c_t, dim=(1, 2)).to(torch.float64).square()
     kf = k.to(torch.float64)
     delta = unit * ws_fro2 * c_fro2 * (w.shape[0] + kf * kf + 7 * kf + r)

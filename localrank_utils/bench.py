@@ -130,8 +130,13 @@ def measure_peak(fn, device: torch.device) -> tuple[int, Any]:
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base, result
     gc.collect()
-    try:  # hand freed heap back to the OS, so that reusing it does not hide the engine's own peak
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        # glibc raises its mmap threshold after large frees (up to 32 MiB), after which freed blocks stay in
+        # the heap and RSS measures the allocator's retention, not live memory: pin it (M_MMAP_THRESHOLD = -3)
+        # to the default 128 KiB for this process, and hand freed heap back to the OS before the reading.
+        libc.mallopt(-3, 128 * 1024)
+        libc.malloc_trim(0)
     except (OSError, AttributeError):
         pass
     with open("/proc/self/clear_refs", "w") as f:
@@ -148,7 +153,7 @@ def _memory_child(queue, points: int, device: str, threads: int, epsilon: float,
     model = make_net(train_steps=0, device=dev)
     model.load_state_dict(state)
     x, _ = load_split("mnist", "test", n=points, device=dev)
-    epsilon_ranks(model, x[:8], epsilon)  # load the kernels before the reading
+    epsilon_ranks(model, x[:300], epsilon, max_memory=max_memory)  # map the kernels' code before the reading
     report = RankReport()
     peak, _ = measure_peak(lambda: epsilon_ranks(model, x, epsilon, report=report, max_memory=max_memory), dev)
     queue.put({"peak_bytes": int(peak), "chunk_size": report.chunk_size, "points": points,

@@ -31,5 +31,8 @@ test: data
 	LOCALRANK_PROFILE=quick $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env -p no:cacheprovider; \
 	rc=$$?; echo "tests took $$(( $$(date +%s) - start )) s"; exit $$rc
 
+bench: data
+	$(PY) -m localrank_utils.bench $(BENCH_ARGS)
+
 clean:
 	rm -rf _build results

@@ -401,3 +401,27 @@ def plot_vib_rank_thresholds(rows: Sequence[Mapping], dataset: str, series: Sequ
     ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
     fig.tight_layout()
     return fig
+
+def plot_scaling(scaling: Mapping[str, Sequence[Mapping[str, float]]], *, title: str = "") -> Figure:
+    """Seconds of the local-rank engine and of the torch.func baseline against samples, width and depth
+    (as returned by :func:`localrank_utils.bench.scaling`), log-log, with the speed-up annotated."""
+    labels = {"samples": "samples N", "width": "hidden width n", "depth": "hidden layers"}
+    fig, axes = plt.subplots(1, len(scaling), figsize=(4.2 * len(scaling), 3.6), squeeze=False)
+    for ax, (kind, rows) in zip(axes[0], scaling.items()):
+        v = [r["value"] for r in rows]
+        for key, name, style in (("baseline_s", "torch.func + SVD", "o-"), ("engine_s", "engine", "s-")):
+            ax.plot(v, [r[key] for r in rows], style, label=name)
+        for r in rows:
+            ax.annotate(f"{r['baseline_s'] / r['engine_s']:.0f}x", (r["value"], r["engine_s"]),
+                        textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(v, [f"{x:g}" for x in v])
+        ax.minorticks_off()
+        ax.set_xlabel(labels.get(kind, kind))
+        ax.set_ylabel("seconds")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

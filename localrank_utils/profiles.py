@@ -210,3 +210,23 @@ PROFILES["theory"] = {
     "paper": _THEORY | dict(n_train=64, steps=40_000, weight_decay=1e-4,
                             epsilon_grid=tuple(10.0 ** (k / 8) for k in range(-24, 9)), n_random_matrices=30_000),
 }
+
+# The appendix on computing local rank: the benchmark at a reduced size and its scaling sweeps.  Grids are
+# lists of whole numbers given as floats (the "floats" kind); the chapter rounds them.
+_SPECS |= {
+    "sample_grid": ("floats", 0.0, None),
+    "width_grid": ("floats", 0.0, None),
+    "depth_grid": ("floats", 0.0, None),
+    "scaling_points": ("int", 2, 10_000),
+    "memory_points": ("int", 1, 10_000),
+}
+PROFILES["computing_local_rank"] = {
+    "quick": dict(n_rank_points=24, steps=50, epsilon=0.01, sample_grid=(4.0, 8.0, 16.0), width_grid=(50.0, 100.0, 200.0),
+                  depth_grid=(1.0, 2.0, 4.0), scaling_points=6, memory_points=200, seed=0, device="auto"),
+    "book": dict(n_rank_points=150, steps=200, epsilon=0.01, sample_grid=(20.0, 40.0, 80.0),
+                 width_grid=(50.0, 100.0, 200.0, 400.0), depth_grid=(1.0, 2.0, 4.0, 8.0), scaling_points=20,
+                 memory_points=2000, seed=0, device="auto"),
+    "paper": dict(n_rank_points=1000, steps=200, epsilon=0.01, sample_grid=(100.0, 300.0, 1000.0),
+                  width_grid=(50.0, 100.0, 200.0, 400.0, 800.0), depth_grid=(1.0, 2.0, 4.0, 8.0, 16.0),
+                  scaling_points=100, memory_points=10_000, seed=0, device="auto"),
+}

@@ -245,14 +245,15 @@ def format_result(res: dict[str, Any]) -> str:
     lines = [
         f"MNIST MLP {'-'.join(map(str, res['widths']))} (ReLU, {res['train_steps']} Adam steps), "
         f"{res['points']} MNIST test images, ε = {res['epsilon']:g}, {res['device']}, {res['threads']} threads",
-        f"{'layer':<8}" + "".join(f"{n:>9}" for n in layers),
-        f"{'torch.func':<8}" + "".join(f"{v:9.2f}" for v in res["baseline_mean_rank"]),
-        f"{'engine':<8}" + "".join(f"{v:9.2f}" for v in res["engine_mean_rank"]),
+        "mean local rank per layer:",
+        f"{'layer':<12}" + "".join(f"{n:>9}" for n in layers),
+        f"{'torch.func':<12}" + "".join(f"{v:9.2f}" for v in res["baseline_mean_rank"]),
+        f"{'engine':<12}" + "".join(f"{v:9.2f}" for v in res["engine_mean_rank"]),
         f"rank mismatches per layer: {res['mismatches']}",
         f"torch.func baseline  {res['baseline_s']:8.2f} s",
         f"engine               {res['engine_s']:8.3f} s   ({res['report']['dtype']}, "
         f"Gram {res['report']['gram']} / SVD {res['report']['svd']} sample-layers, "
-        f"{res['report']['recomputed_float64']} recomputed in float64, chunk {res['report']['chunk_size']})",
+        f"{res['report']['recomputed_float64']} uncertified, redone by float64 SVD, chunk {res['report']['chunk_size']})",
         f"speed-up             {res['speedup']:8.1f} x",
         f"FLOP floor           {res['floor_s']:8.3f} s   ({res['floor_flops']['total'] / 1e9:.1f} GFLOP at the "
         f"measured {res['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s {res['report']['dtype']} GEMM)",
@@ -266,12 +267,12 @@ def format_result(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m localrank_utils.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=None, help="samples to rank (default 1000; 200 with --quick)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--epsilon", type=float, default=0.01)
-    parser.add_argument("--train-steps", type=int, default=200, help="Adam steps before ranking (0: initialisation)")
+    parser.add_argument("--epsilon", type=float, default=0.01, help="absolute threshold ε (default 0.01)")
+    parser.add_argument("--train-steps", type=int, default=200, help="Adam steps before ranking (default 200; 0: initialisation)")
     parser.add_argument("--memory-points", type=int, default=None, help="samples for the peak-memory run "
                         "(default 10 000; 1 000 with --quick; 0 to skip)")
     parser.add_argument("--quick", action="store_true", help="a small run for a smoke test")

@@ -8,6 +8,7 @@ environment variable ``LOCALRANK_PROFILE`` (the test suite sets ``quick``), else
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Mapping
@@ -107,6 +108,15 @@ class Parameters(dict):
         on its profiles and say so when a run leaves them."""
         return sorted(self.given - set(ignoring))
 
+    @property
+    def run_label(self) -> str:
+        """The results folder of this run: the profile's name, or ``<profile>-custom-<hash>`` when parameters
+        were set explicitly, so that a custom run never overwrites the profile's saved results."""
+        if not self.given:
+            return self["profile"]
+        digest = hashlib.sha1(repr(sorted((k, self[k]) for k in self.given)).encode()).hexdigest()[:8]
+        return f"{self['profile']}-custom-{digest}"
+
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
@@ -175,6 +185,9 @@ def resolve(chapter: str, profile: str | None = None, **given: Any) -> Parameter
     for name, default in base.items():
         value = given.get(name)
         out[name] = _validate(name, default if value is None else value)
+    if "beta_min" in out and out["beta_min"] >= out["beta_max"]:
+        raise ValueError(f"beta_min={out['beta_min']!r} must be below beta_max={out['beta_max']!r}; "
+                         "pass e.g. `-p beta_min 1.5 -p beta_max 1500`.")
     out.given = frozenset(name for name, value in given.items() if value is not None)
     return out
 

@@ -15,6 +15,10 @@ import numpy as np
 RESULTS_DIR = Path(os.environ.get("LOCALRANK_RESULTS", Path(__file__).resolve().parent.parent / "results"))
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def results_path(chapter: str, profile: str, name: str) -> Path:
     """Where a chapter keeps a run: ``results/<chapter>/<profile>/<name>.json`` (``$LOCALRANK_RESULTS``
     moves the folder); the profile level keeps the test suite's quick runs apart from the book's."""
@@ -27,6 +31,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make results unreadable to collaborators
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -51,3 +51,15 @@ def test_unknown_profile_and_chapter():
         resolve("mnist", "fast")
     with pytest.raises(ValueError, match="unknown chapter"):
         resolve("fig9")
+
+
+def test_custom_runs_get_their_own_results_folder():
+    assert resolve("mnist", "quick").run_label == "quick"
+    custom = resolve("mnist", "quick", steps=10).run_label
+    assert custom.startswith("quick-custom-") and custom != resolve("mnist", "quick", steps=11).run_label
+    assert custom == resolve("mnist", "quick", steps=10).run_label
+
+
+def test_reversed_beta_range_names_both_parameters():
+    with pytest.raises(ValueError, match=r"beta_min=500.0 must be below beta_max=100.0"):
+        resolve("gaussian_ib", "quick", beta_min=500, beta_max=100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -58,6 +59,9 @@ def test_history_round_trips_through_an_atomic_json_file(tmp_path):
     loaded = History.load(path)
     assert loaded == h
     assert [p.name for p in path.parent.iterdir()] == ["run.json"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as any file the user writes
 
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):

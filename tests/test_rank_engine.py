@@ -9,7 +9,8 @@ import torch
 
 from localrank_utils.bench import floor_flops, measure_peak, run_benchmark
 from localrank_utils.models import MLP
-from localrank_utils.rank import RankReport, epsilon_rank, epsilon_ranks, jacobians, local_rank
+from localrank_utils.rank import (RankReport, _bracketed_count, _positive_eigenvalues, epsilon_rank, epsilon_ranks,
+                                  jacobians, local_rank)
 
 
 def reference_ranks(model: MLP, x: torch.Tensor, eps, relative=False) -> list[torch.Tensor]:
@@ -40,6 +41,50 @@ def test_engine_ranks_equal_torch_func_ranks(widths, activation, eps, relative):
     for l, (a, b) in enumerate(zip(fast, reference_ranks(model, x, eps, relative))):
         assert torch.equal(a, b), f"layer {l + 1}: {(a != b).sum()} ranks differ"
     assert report.undecided == 0
+
+
+@pytest.mark.parametrize(("widths", "activation"), NETS, ids=lambda v: str(v))
+@pytest.mark.parametrize("eps", [1e-3, 0.03, 0.3])
+def test_one_epsilon_counts_by_inertia_and_equals_torch_func(widths, activation, eps):
+    """A single absolute ε takes the LDLᵀ-inertia count on CPU: same ranks as the definition."""
+    model = MLP(widths, activation=activation, seed=7)
+    x = torch.randn(20, widths[0])
+    report = RankReport()
+    fast = epsilon_ranks(model, x, eps, report=report)
+    for l, (a, b) in enumerate(zip(fast, reference_ranks(model, x, (eps,)))):
+        assert torch.equal(a, b), f"layer {l + 1}: {(a != b).sum()} ranks differ"
+    assert report.undecided == 0
+    assert report.inertia == report.gram + report.active_gram
+
+
+def _symmetric_with_spectrum(spectra: torch.Tensor) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(*spectra.shape, spectra.shape[-1], dtype=torch.float64))
+    return q @ torch.diag_embed(spectra) @ q.mT
+
+
+def test_inertia_counts_equal_eigenvalue_counts_with_2x2_pivots():
+    """Indefinite shifts make Bunch–Kaufman take 2x2 pivots; the count must still be exact."""
+    gen = torch.Generator().manual_seed(0)
+    spectra = torch.randn(64, 40, dtype=torch.float64, generator=gen).mul(3)
+    a = _symmetric_with_spectrum(spectra)
+    shift = torch.randn(64, dtype=torch.float64, generator=gen)
+    counts, bound, ok = _positive_eigenvalues(a, torch.linalg.vector_norm(a, dim=(1, 2)), shift)
+    _, pivots, _ = torch.linalg.ldl_factor_ex(a - shift[:, None, None] * torch.eye(40, dtype=torch.float64))
+    assert (pivots < 0).any(), "the test needs 2x2 pivots"
+    assert ok.all() and bool((bound < 1e-10).all())
+    assert torch.equal(counts, (spectra > shift[:, None]).sum(1))
+
+
+def test_bracket_refuses_a_singular_value_at_the_threshold():
+    """σ² within δ = 1e-12 of ε² (1e-13 above it): not certified, the engine then recomputes by SVD."""
+    eps = 0.1
+    spectra = torch.tensor([[4.0, 1.0, eps**2 * (1 + 1e-11), 1e-6], [4.0, 1.0, eps**2 * 1.5, 1e-6]],
+                           dtype=torch.float64)
+    a = _symmetric_with_spectrum(spectra)
+    zero = torch.zeros(2, dtype=torch.float64)
+    counts, ok = _bracketed_count(a, torch.full((2,), 1e-12, dtype=torch.float64), zero, eps, None)
+    assert ok.tolist() == [False, True]
+    assert counts[1] == 3
 
 
 def test_rank_deficient_first_layer_matches_torch_func():
@@ -180,13 +225,13 @@ def test_bad_inputs_to_the_engine_raise_clear_value_errors():
         run_benchmark(1)
 
 
-def test_floor_counts_products_grams_and_eigensolvers():
+def test_floor_counts_products_grams_and_one_factorisation():
     f = floor_flops((10, 4, 6, 3), r=4, n_samples=2)
     products = 2 * (2 * 6 * 4 * 4 + 2 * 3 * 6 * 4)
     grams = 2 * (4 * 5 * 6 + 3 * 4 * 4)
-    eigen = 2 * (4 / 3 * 4**3 + 4 / 3 * 3**3)
-    assert f["products"] == products and f["gram"] == grams and f["eigen"] == pytest.approx(eigen)
-    assert f["total"] == pytest.approx(products + grams + eigen)
+    factorisations = 2 * (4**3 / 3 + 3**3 / 3)
+    assert f["products"] == products and f["gram"] == grams and f["factorisation"] == pytest.approx(factorisations)
+    assert f["total"] == pytest.approx(products + grams + factorisations)
 
 
 def test_benchmark_runs_and_reports_identical_ranks():

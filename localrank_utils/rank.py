@@ -161,7 +161,9 @@ def singular_values(
     fn, n_in = preactivation_fn(module)
     _check_inputs(x, n_in)
     if method == "torch_func":
-        return [torch.linalg.svdvals(j) for j in jacobians(module, x, method=method, chunk_size=chunk_size or 256)]
+        parts = [[torch.linalg.svdvals(j) for j in _torch_func_jacobians(fn, x[start : start + (chunk_size or 256)])]
+                 for start in _chunks(x.shape[0], chunk_size or 256)]
+        return [torch.cat(layer) for layer in zip(*parts)]
     dtype = next(module.parameters()).dtype
     dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     prep = _prepare(module, dtype, x.device)
@@ -250,12 +252,16 @@ class _Prepared:
     dtype: torch.dtype
     us: torch.Tensor  # (r, n_1): (U S)^T, rows of the reduced first layer
     s1: torch.Tensor  # (r,) float64: singular values of W_1 = those of J_1 for every x
-    weights: tuple[torch.Tensor, ...]  # W_2 ... W_L in dtype
     forward: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # (W_l, b_l) for l = 1..L in dtype, for p_l(x)
     w_spec: tuple[float, ...]  # ||W_l||_2 (float64)
     w_fro: tuple[float, ...]  # ||W_l||_F
     phi_max: float  # max |φ'|, bounds ||D_l||_2 in the error recursion
     us_err: float  # ||(U S)_computed - (U S)||_2 bound after the cast to dtype
+
+    @property
+    def weights(self) -> tuple[torch.Tensor, ...]:
+        """W_2 ... W_L in dtype: the factors of M_l."""
+        return tuple(w for w, _ in self.forward[1:])
 
 
 _EXACT_DERIVATIVES: dict[str, Callable[[torch.Tensor], torch.Tensor | None]] = {
@@ -271,15 +277,19 @@ def _unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
+def _us_error(us64: torch.Tensor, dtype: torch.dtype) -> float:
+    """Bound on ||U S in dtype - U S||_2: computed in float64, then rounded to dtype (|Δ| <= u |US| elementwise)."""
+    unit = _unit_roundoff(dtype)
+    return (unit if dtype != torch.float64 else 2 * unit) * float(torch.linalg.matrix_norm(us64.to(torch.float64)))
+
+
 def _prepare(model: MLP, dtype: torch.dtype, device: torch.device, base: _Prepared | None = None) -> _Prepared:
     """Per-call constants; ``base`` (the float64 preparation) is cast instead of recomputing the SVD of W_1."""
     if base is not None:
-        unit = _unit_roundoff(dtype)
         cast = dict(dtype=dtype, device=device)
         return dataclasses.replace(
-            base, dtype=dtype, us=base.us.to(**cast).contiguous(), weights=tuple(w.to(**cast) for w in base.weights),
-            forward=tuple((w.to(**cast), b.to(**cast)) for w, b in base.forward),
-            us_err=(unit if dtype != torch.float64 else 2 * unit) * float(torch.linalg.matrix_norm(base.us)))
+            base, dtype=dtype, us=base.us.to(**cast).contiguous(),
+            forward=tuple((w.to(**cast), b.to(**cast)) for w, b in base.forward), us_err=_us_error(base.us, dtype))
     w1 = model.layers[0].weight.detach().to(torch.float64)
     u, s, _ = torch.linalg.svd(w1, full_matrices=False)
     # Directions of W_1 with σ below float64 rounding of W_1 carry no Jacobian: J_l V = M_l U S.
@@ -287,21 +297,18 @@ def _prepare(model: MLP, dtype: torch.dtype, device: torch.device, base: _Prepar
     keep[0] = True  # keep at least one column so every shape stays valid; its σ is then 0
     us64 = (u[:, keep] * s[keep]).T
     ws = [layer.weight.detach().to(torch.float64) for layer in model.layers[1:]]
-    unit = _unit_roundoff(dtype)
     cast = dict(dtype=dtype, device=device)
     return _Prepared(
         dtype=dtype,
         us=us64.to(dtype=dtype, device=device).contiguous(),
         s1=s[keep].to(device),
-        weights=tuple(w.to(**cast) for w in ws),
         forward=tuple((layer.weight.detach().to(**cast),
                        (layer.bias.detach() if layer.bias is not None else torch.zeros(layer.out_features)).to(**cast))
                       for layer in model.layers),
         w_spec=tuple(float(torch.linalg.matrix_norm(w, 2)) for w in ws),
         w_fro=tuple(float(torch.linalg.matrix_norm(w)) for w in ws),
         phi_max=_PHI_MAX.get(model.activation_name, 1.13),
-        # Rounding U S (computed in float64) to dtype: |Δ| <= u |US| elementwise.
-        us_err=(unit if dtype != torch.float64 else 2 * unit) * float(torch.linalg.matrix_norm(us64)),
+        us_err=_us_error(us64, dtype),
     )
 
 
@@ -310,28 +317,34 @@ def _derivative(model: MLP, p: torch.Tensor) -> torch.Tensor | None:
     return exact(p) if exact is not None else _activation_derivative(model.activation, p)
 
 
+def _product_error(err, spec: float, fro: float, x_fro, n_in: int, prep: _Prepared, unit: float, exact_derivative: bool):
+    """Bound on ||T_l computed - T_l exact||_2 from that of T_{l-1} (``err``): the inherited error through
+    ||W_l||_2 max|φ'|, plus the GEMM's γ_n ||W_l||_F ||D T_{l-1}||_F (and one rounding of D unless it is exact)."""
+    gemm = n_in * unit / (1 - n_in * unit)
+    return spec * prep.phi_max * err + (gemm + (0 if exact_derivative else unit)) * fro * x_fro
+
+
 def _propagate(model: MLP, x: torch.Tensor, prep: _Prepared):
     """Yield (T_l, err_l) for l = 2..L: T_l = (M_l U S)^T of shape (B, r, n_l), one GEMM per layer for the
     whole chunk; err_l (B,) bounds ||T_l computed - T_l exact||_2 (Higham's γ_n bound per product)."""
     unit = _unit_roundoff(prep.dtype)
     pre, h = [], x.to(prep.dtype)
-    for l, (w, bias) in enumerate(prep.forward[:-1]):  # p_1 .. p_{L-1}: what the derivatives need
+    for w, bias in prep.forward[:-1]:  # p_1 .. p_{L-1}: what the derivatives need
         pre.append(torch.addmm(bias, h, w.T))
         h = model.activation(pre[-1])
     b, (r, n) = x.shape[0], prep.us.shape
     t = prep.us.expand(b, r, n)
     err = torch.full((b,), prep.us_err, dtype=torch.float64, device=x.device)
+    exact_derivative = model.activation_name in ("relu", "identity")
     for p_prev, w, spec, fro in zip(pre, prep.weights, prep.w_spec, prep.w_fro):
         d = _derivative(model, p_prev)
-        exact_mask = model.activation_name in ("relu", "identity")
         # Masking columns of T (rows of M U S) is D: no diagonal matrix is ever formed.
         xin = t if d is None else t * d.unsqueeze(1)
         x_fro = torch.linalg.vector_norm(xin, dim=(1, 2)).to(torch.float64)
         n_in = xin.shape[-1]
         t = (xin.reshape(b * r, n_in) @ w.T).view(b, r, w.shape[0])  # one GEMM for every sample and row
-        gemm = n_in * unit / (1 - n_in * unit)
         err_prev = err
-        err = spec * prep.phi_max * err + (gemm + (0 if exact_mask else unit)) * fro * x_fro
+        err = _product_error(err, spec, fro, x_fro, n_in, prep, unit, exact_derivative)
         # For ReLU, T_l depends only on the k active rows of the previous layer: pass what the
         # active-set Gram (see _active_gram) needs; its own rounding is in that route's δ.
         active = (xin, x_fro, d, w, err_prev * spec) if model.activation_name == "relu" else None
@@ -526,9 +539,8 @@ def _float32_is_certified(model: MLP, prep: _Prepared, eps: torch.Tensor, relati
     err = unit * float(torch.linalg.matrix_norm(prep.us.T))
     norm = float(torch.linalg.matrix_norm(prep.us.T))
     for w, spec, fro in zip(prep.weights, prep.w_spec, prep.w_fro):
-        n_in = w.shape[1]
         x_fro = prep.phi_max * norm
-        err = spec * prep.phi_max * err + (n_in * unit / (1 - n_in * unit) + unit) * fro * x_fro
+        err = _product_error(err, spec, fro, x_fro, w.shape[1], prep, unit, exact_derivative=False)
         norm = spec * x_fro
     return err <= GRAM_MARGIN * float(eps.min())
 

@@ -141,7 +141,7 @@ def train(
         batch_loss = loss_fn(model, train_split.x[idx], train_split.y[idx])
         batch_loss.backward()
         opt.step()
-        if step == checkpoints[next_checkpoint]:
+        if next_checkpoint < len(checkpoints) and step == checkpoints[next_checkpoint]:
             next_checkpoint += 1
             model.eval()
             train_loss, train_acc = _evaluate(model, loss_fn, train_split, classification)

@@ -48,6 +48,17 @@ def test_history_records_every_checkpoint_layer_and_epsilon():
         h.lr(0.5)
 
 
+def test_a_single_checkpoint_trains_every_step():
+    train_split, test_split = toy_problem()
+    weights = []
+    for n_checkpoints in (1, 8):
+        model = MLP((8, 16, 16, 4), seed=0)
+        h = train(model, train_split, test_split, rank_inputs=test_split.x[:5], steps=120, batch_size=16, lr=1e-2,
+                  n_checkpoints=n_checkpoints, seed=0, device="cpu", progress=False)
+        weights.append(model.layers[0].weight.detach().clone())
+    assert h.steps[-1] == 120 and torch.equal(weights[0], weights[1])
+
+
 def test_checkpoint_hook_adds_its_metrics():
     h = run(on_checkpoint=lambda model: {"weight_norm": float(model.layers[0].weight.norm())})
     assert len(h.metrics["weight_norm"]) == len(h.steps) and h.metrics["weight_norm"][0] > 0
